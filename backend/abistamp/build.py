@@ -1,0 +1,399 @@
+"""One build through the wrapped backend: settings, ABI, environment, then the stamp.
+
+`backend.py` holds the PEP 517 hooks and calls :class:`Build`; everything a hook does beyond
+delegating is here, so the hook module stays as small as the PEP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import sdist as sdist_post
+from .abi import TorchABI, detect, find_toolkit, toolkit_problems
+from .errors import AbistampError
+from .labels import build_tag, check_expected, render_label, stamped_version, torch_pin
+from .profiles import Profile, select_profile
+from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
+from .stamp import RECORD_NAME, Stamp, read_wheel, stamp_wheel
+
+
+def log(message: str) -> None:
+    print(f"abistamp: {message}", file=sys.stderr, flush=True)
+
+
+_BACKENDS: dict[str, Any] = {}
+
+
+def load_backend(spec: str, where: str = "`tool.abistamp.backend`") -> Any:
+    """Import the wrapped backend named `module:object` (object may be dotted)."""
+    if spec in _BACKENDS:
+        return _BACKENDS[spec]
+    module_name, _, attr = spec.partition(":")
+    if not module_name or spec.count(":") > 1:
+        raise AbistampError(f"{where} = {spec!r} is not of the form `module:object` or `module`",
+                            'write it as "setuptools.build_meta:__legacy__"')
+    if module_name.split(".")[0] == "abistamp":
+        raise AbistampError(f"{where} = {spec!r} names abistamp itself",
+                            "name the backend abistamp should wrap, such as setuptools.build_meta")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise AbistampError(
+            f"{where} = {spec!r}: the module `{module_name}` cannot be imported ({e})",
+            "add the package that provides it to `build-system.requires`, or fix the name",
+        ) from None
+    for part in filter(None, attr.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AbistampError(f"{where} = {spec!r}: `{module_name}` has no `{attr}`",
+                                "fix the object name after the colon") from None
+    for hook in ("build_wheel", "build_sdist"):
+        if not callable(getattr(obj, hook, None)):
+            raise AbistampError(f"{where} = {spec!r} lacks the mandatory hook `{hook}`",
+                                "name a PEP 517 backend")
+    _BACKENDS[spec] = obj
+    return obj
+
+
+def backend_spec(project_dir: Path, environ: Mapping[str, str]) -> tuple[str, str]:
+    """Which backend to wrap, decided before any config setting can arrive."""
+    from .settings import DEFAULT_BACKEND, FIELDS_BY_KEY, read_tool_table
+
+    env_name = FIELDS_BY_KEY["backend"].env
+    if environ.get(env_name):
+        return environ[env_name].strip(), f"`{env_name}`"
+    table, pyproject = read_tool_table(project_dir)
+    if "backend" in table:
+        value = table["backend"]
+        if not isinstance(value, str):
+            raise AbistampError(f"`tool.abistamp.backend` in `{pyproject}` must be a string",
+                                'write it as "setuptools.build_meta:__legacy__"')
+        return value.strip(), f"`tool.abistamp.backend` in `{pyproject}`"
+    return DEFAULT_BACKEND, "the default backend"
+
+
+def passthrough(config_settings: ConfigSettings | None) -> dict[str, Any] | None:
+    """Config settings for the wrapped backend: everything but ours."""
+    if config_settings is None:
+        return None
+    return {k: v for k, v in config_settings.items() if not k.startswith(CONFIG_PREFIX)}
+
+
+class Build:
+    """The state of one hook call."""
+
+    def __init__(self, config_settings: ConfigSettings | None) -> None:
+        self.project = Path.cwd()
+        self.settings = Settings.load(self.project, config_settings)
+        spec, where = backend_spec(self.project, os.environ)
+        self.backend = load_backend(spec, where)
+        self.config = passthrough(config_settings)
+        self.profile: Profile | None = select_profile(self.settings.profile, self.project)
+
+    # --- build requirements ------------------------------------------------------------------
+
+    def requires(self, hook: str) -> list[str]:
+        wrapped = getattr(self.backend, hook, None)
+        reqs = list(wrapped(self.config)) if wrapped else []
+        if hook == "get_requires_for_build_sdist":
+            return reqs
+        extra = []
+        if self.settings.torch:
+            extra.append(self.settings.torch)
+        if self.settings.ninja != "false" and shutil.which("ninja") is None:
+            extra.append("ninja")
+        return reqs + [r for r in extra if r not in reqs]
+
+    # --- ABI and environment -----------------------------------------------------------------
+
+    def detect_abi(self) -> TorchABI:
+        s = self.settings
+        abi = detect()
+        if s.torch:
+            check_expected(abi, s.torch, s.origin("torch"))
+        if s.require_cuda and not abi.cuda:
+            raise AbistampError(
+                f"{s.origin('require_cuda')} asks for a CUDA build, but the build environment "
+                f"has torch {abi.torch_version} without CUDA ({abi.accelerator})",
+                "install a CUDA build of torch in the build environment (or set "
+                "`torch` to one), or drop `require-cuda`",
+            )
+        return abi
+
+    @contextlib.contextmanager
+    def environment(self, abi: TorchABI) -> Iterator[dict[str, Any]]:
+        """Environment variables, CUDA_HOME and the pre-compile check; all restored after."""
+        facts: dict[str, Any] = {}
+        changes: dict[str, str] = {}
+        s = self.settings
+        if s.ninja != "false":
+            if shutil.which("ninja"):
+                facts["ninja"] = True
+            elif s.ninja == "true":
+                raise AbistampError(
+                    f"{s.origin('ninja')} asks for ninja, but no `ninja` is on PATH",
+                    "install ninja (`pip install ninja`) or set `ninja = \"auto\"`")
+            else:
+                facts["ninja"] = False
+        if "MAX_JOBS" not in os.environ:
+            jobs = s.jobs if s.jobs != "auto" else str(_cpu_count())
+            changes["MAX_JOBS"] = jobs
+            log(f"MAX_JOBS={jobs} (set by abistamp from `jobs`; set MAX_JOBS to override)")
+        toolkit = None
+        if abi.cuda:
+            toolkit = find_toolkit(dict(os.environ))
+            if toolkit:
+                abi = _with(abi, nvcc=toolkit.version)
+                if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
+                    # torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper.
+                    changes["CUDA_HOME"] = str(toolkit.root)
+        if self.profile:
+            changes.update(self.profile.environ(s, abi, dict(os.environ), facts))
+        facts["abi"] = abi
+        facts["environ"] = {k: v for k, v in changes.items()}
+        saved_env = {k: os.environ.get(k) for k in changes}
+        saved_path = list(sys.path)
+        os.environ.update(changes)
+        cpp_ext = sys.modules.get("torch.utils.cpp_extension")
+        saved_cuda_home = getattr(cpp_ext, "CUDA_HOME", None)
+        if cpp_ext is not None and "CUDA_HOME" in changes:
+            cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
+        undo_check = _install_precompile_check(abi, toolkit, facts)
+        for k, v in sorted(changes.items()):
+            if k not in ("MAX_JOBS",):
+                log(f"{k}={v}")
+        try:
+            yield facts
+        finally:
+            undo_check()
+            for k, old in saved_env.items():
+                if old is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = old
+            sys.path[:] = saved_path
+            if cpp_ext is not None and "CUDA_HOME" in changes:
+                cpp_ext.CUDA_HOME = saved_cuda_home  # type: ignore[attr-defined]
+
+    # --- the hooks' work ---------------------------------------------------------------------
+
+    def prepare_metadata(self, hook: str, metadata_directory: str) -> str:
+        abi = self.detect_abi()
+        name = getattr(self.backend, hook)(metadata_directory, self.config)
+        pin = self.pin(abi)
+        if pin:
+            meta = Path(metadata_directory) / name / "METADATA"
+            from .stamp import edit_metadata
+
+            text = meta.read_bytes()
+            version = _header(text, "Version") or ""
+            _atomic_write(meta, edit_metadata(text, version, (pin,)))
+        return str(name)
+
+    def build(self, hook: str, wheel_directory: str, metadata_directory: str | None) -> str:
+        abi = self.detect_abi()
+        out_dir = Path(wheel_directory)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".abistamp-", dir=out_dir) as tmp:
+            with self.environment(abi) as facts:
+                name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
+            abi = facts["abi"]
+            built = Path(tmp) / name
+            stamp = self.plan(abi, built, facts, editable=hook == "build_editable",
+                              metadata_directory=metadata_directory)
+            result = stamp_wheel(built, out_dir, stamp)
+        log(f"wrote {result.name}")
+        return result.name
+
+    def sdist(self, sdist_directory: str) -> str:
+        out_dir = Path(sdist_directory)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".abistamp-", dir=out_dir) as tmp:
+            name = self.backend.build_sdist(tmp, self.config)
+            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project,
+                                       mark_requires_dynamic=self.pin_allowed()[0])
+        return target.name
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def pin(self, abi: TorchABI) -> str | None:
+        req = torch_pin(abi, self.settings.pin)
+        if req is None:
+            return None
+        allowed, reason = self.pin_allowed()
+        if not allowed:
+            log(f"no torch pin added: {reason}. To pin it, add \"{req}\" to "
+                "`[project] dependencies` yourself")
+            return None
+        return str(req)
+
+    def pin_allowed(self) -> tuple[bool, str]:
+        """Whether the metadata standards let a backend add Requires-Dist here (PEP 621, 643)."""
+        pkg_info = self.project / "PKG-INFO"
+        if pkg_info.is_file():
+            data = pkg_info.read_bytes()
+            mv = _header(data, "Metadata-Version") or "1.0"
+            dynamic = {v.lower() for v in _headers(data, "Dynamic")}
+            if tuple(int(x) for x in mv.split(".")[:2]) < (2, 2) or "requires-dist" in dynamic:
+                return True, "PKG-INFO leaves Requires-Dist dynamic"
+            return False, "the sdist's PKG-INFO states Requires-Dist as static (PEP 643)"
+        pyproject = self.project / "pyproject.toml"
+        project = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+        if project is None:
+            return True, "no [project] table: metadata comes from setup.py"
+        if "dependencies" in project.get("dynamic", []):
+            return True, "`dependencies` is dynamic"
+        return False, "`[project] dependencies` in pyproject.toml is static (PEP 621)"
+
+    def local_version_reason(self, editable: bool, metadata_directory: str | None
+                             ) -> tuple[bool, str]:
+        mode = self.settings.local_version
+        if mode != "auto":
+            return mode == "always", f"`local-version` is `{mode}`"
+        if metadata_directory is not None:
+            return False, "the frontend already has the metadata (prepare_metadata_for_build_*)"
+        if editable:
+            return False, "editable builds keep the version of the source"
+        if (self.project / "PKG-INFO").is_file():
+            return False, "building from an sdist, whose PKG-INFO states the version"
+        pyproject = self.project / "pyproject.toml"
+        project = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+        if project is not None and "version" not in project.get("dynamic", []):
+            return False, "`[project] version` is static, and uv reads it without asking"
+        return True, "a wheel built straight from a source tree with a dynamic version"
+
+    def plan(self, abi: TorchABI, built: Path, facts: dict[str, Any], *, editable: bool,
+             metadata_directory: str | None) -> Stamp:
+        s = self.settings
+        label = render_label(s.label, abi, s.origin("label"))
+        info = read_wheel(built)
+        base = (info.abi_record or {}).get("original_version", info.version)
+        apply, reason = self.local_version_reason(editable, metadata_directory)
+        version = stamped_version(base, label) if apply else None
+        log(f"torch {abi.torch_version} ({abi.accelerator}), label `{label}`; local version "
+            f"label {'added' if apply else 'not added'}: {reason}")
+        pin = self.pin(abi)
+        record: dict[str, Any] = {
+            **abi.as_record(),
+            "label": label,
+            "local_version": {"applied": apply, "reason": reason},
+            "pin": pin,
+            "ninja": facts.get("ninja"),
+            "compiled_cuda": facts.get("compiled_cuda", False),
+            "editable": editable,
+        }
+        if self.profile:
+            record["profile"] = self.profile.verify(built, abi, facts)
+        return Stamp(
+            version=version,
+            build_tag=build_tag(s.build_number, label, s.origin("label")) if s.build_tag
+            else None,
+            requires=(pin,) if pin else (),
+            record=record,
+        )
+
+
+def _with(abi: TorchABI, **changes: Any) -> TorchABI:
+    import dataclasses
+
+    return dataclasses.replace(abi, **changes)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]) -> Any:
+    """Check the CUDA toolchain when, and only when, an extension has CUDA sources.
+
+    setuptools' build_ext.run is where the extension list is final and nothing is compiled
+    yet; a build that compiles no CUDA never fails for CUDA reasons.
+    """
+    try:
+        from setuptools.command.build_ext import build_ext
+    except ImportError:  # another backend without setuptools
+        return lambda: None
+    original = build_ext.run
+
+    def run(self: Any) -> None:
+        cuda_sources = [src for ext in (self.extensions or []) for src in ext.sources
+                        if str(src).endswith((".cu", ".cuh"))]
+        if cuda_sources:
+            facts["compiled_cuda"] = True
+            check_cuda_toolchain(abi, toolkit, cuda_sources[0])
+        original(self)
+
+    build_ext.run = run  # type: ignore[method-assign]
+
+    def undo() -> None:
+        build_ext.run = original  # type: ignore[method-assign]
+
+    return undo
+
+
+def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
+    if abi.hip:
+        return  # ROCm builds hipify .cu files and compile them with hipcc
+    if not abi.cuda:
+        raise AbistampError(
+            f"the build compiles CUDA sources (`{example}`), but torch {abi.torch_version} in the "
+            "build environment is a CPU build",
+            "install a CUDA build of torch where the extension is built, or set "
+            "`torch` to one")
+    if toolkit is None:
+        raise AbistampError(
+            f"the build compiles CUDA sources (`{example}`) but no `nvcc` was found (CUDA_HOME "
+            "unset and none on PATH)",
+            f"install the CUDA {abi.cuda} toolkit and put its bin/ on PATH or set CUDA_HOME")
+    if toolkit.version.split(".")[0] != abi.cuda.split(".")[0]:
+        raise AbistampError(
+            f"nvcc `{toolkit.nvcc}` is CUDA {toolkit.version}, but torch {abi.torch_version} was "
+            f"built with CUDA {abi.cuda}; their major versions must agree",
+            f"point CUDA_HOME at a CUDA {abi.cuda.split('.')[0]}.x toolkit, or use a torch built "
+            f"for CUDA {toolkit.version}")
+    missing = toolkit_problems(Path(os.environ.get("CUDA_HOME") or toolkit.root))
+    if missing:
+        raise AbistampError(
+            f"the CUDA toolkit at `{os.environ.get('CUDA_HOME') or toolkit.root}` lacks "
+            f"{', '.join(missing)}",
+            "set CUDA_HOME to the toolkit root that holds include/ and lib64/ (nvcc -v --dryrun "
+            "x.cu prints it as TOP=)")
+
+
+def _header(data: bytes, name: str) -> str | None:
+    values = _headers(data, name)
+    return values[0] if values else None
+
+
+def _headers(data: bytes, name: str) -> list[str]:
+    head = data.decode("utf-8", "replace").split("\n\n", 1)[0]
+    prefix = name.lower() + ":"
+    return [line.split(":", 1)[1].strip() for line in head.splitlines()
+            if line.lower().startswith(prefix)]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+__all__ = ["RECORD_NAME", "Build", "load_backend"]

@@ -1,0 +1,418 @@
+"""Turn a wheel plus an ABI stamp into a stamped wheel.
+
+Only `.dist-info` changes (METADATA, WHEEL, RECORD, the new `abistamp.json`), and the
+`.dist-info`/`.data` folders are renamed when the version changes. Every other member's
+compressed bytes are copied as they are, with ``os.copy_file_range`` where the kernel has it:
+nothing is decompressed or compressed again, so the cost is close to a file copy and memory
+does not grow with the wheel. RECORD lines of copied members stay valid. The new wheel is
+written to a temporary file beside the target and renamed into place, so a reader never sees a
+partial wheel.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import Version
+
+from . import RECORD_SCHEMA, __version__
+from .errors import AbistampError
+
+RECORD_NAME = "abistamp.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamp:
+    """What to change in a wheel."""
+
+    version: str | None  # the new version, or None to keep it
+    build_tag: str | None  # the new build tag, or None to keep it
+    requires: tuple[str, ...]  # Requires-Dist lines to add (the torch pin)
+    record: dict[str, Any]  # the ABI record; wheel tags and names are filled in here
+
+
+@dataclasses.dataclass(frozen=True)
+class WheelInfo:
+    """What stamping needs to know of an existing wheel."""
+
+    path: Path
+    name: str  # as written in the filename: `deepspeed`
+    version: str
+    build_tag: str | None
+    tags: str  # `cp311-cp311-linux_x86_64`
+    dist_info: str  # `deepspeed-0.19.8.dist-info`
+    metadata: bytes
+    wheel: bytes
+    record: bytes
+    abi_record: dict[str, Any] | None
+
+
+def read_wheel(path: Path) -> WheelInfo:
+    """Open a wheel and read its .dist-info. Raises AbistampError on anything malformed."""
+    name, version, build, tags = split_wheel_filename(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            for n in names:
+                check_member_name(n, path)
+            candidates = sorted({n.split("/", 1)[0] for n in names
+                                 if n.split("/", 1)[0].endswith(".dist-info") and "/" in n})
+            if len(candidates) != 1:
+                raise AbistampError(f"`{path.name}` has {len(candidates)} .dist-info folders "
+                                    f"({', '.join(candidates) or 'none'}), not one",
+                                    "rebuild the wheel with a standard backend")
+            dist_info = candidates[0]
+
+            def member(rel: str) -> bytes:
+                try:
+                    return zf.read(f"{dist_info}/{rel}")
+                except KeyError:
+                    raise AbistampError(f"`{path.name}` has no `{dist_info}/{rel}`",
+                                        "rebuild the wheel with a standard backend") from None
+
+            metadata, wheel, record = member("METADATA"), member("WHEEL"), member("RECORD")
+            abi_record = None
+            if f"{dist_info}/{RECORD_NAME}" in names:
+                abi_record = json.loads(member(RECORD_NAME))
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise AbistampError(f"`{path}` does not exist", "check the path") from None
+        raise AbistampError(f"`{path.name}` is not a readable wheel: {e}",
+                            "the file is corrupt or truncated; build or download it again") from None
+    return WheelInfo(path, name, version, build, tags, dist_info, metadata, wheel, record,
+                     abi_record)
+
+
+def split_wheel_filename(path: Path) -> tuple[str, str, str | None, str]:
+    try:
+        parse_wheel_filename(path.name)
+    except InvalidWheelFilename as e:
+        raise AbistampError(f"`{path.name}` is not a wheel filename: {e}",
+                            "give a `.whl` file named as PEP 427 says") from None
+    parts = path.name[:-4].split("-")
+    name, version = parts[0], parts[1]
+    build = parts[2] if len(parts) == 6 else None
+    return name, version, build, "-".join(parts[-3:])
+
+
+def check_member_name(name: str, wheel: Path) -> None:
+    """Refuse members that would land outside the install root."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("\\") or ".." in p.parts or ":" in p.parts[0]:
+        raise AbistampError(f"`{wheel.name}` holds the member `{name}`, whose path escapes the "
+                            "install root", "do not install this wheel; rebuild it from source")
+
+
+def wheel_filename(name: str, version: str, build_tag: str | None, tags: str) -> str:
+    fn = f"{name}-{version}{'-' + build_tag if build_tag else ''}-{tags}.whl"
+    parse_wheel_filename(fn)  # let packaging object to anything we got wrong
+    return fn
+
+
+def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
+                source_date_epoch: int | None = None) -> Path:
+    """Write the stamped wheel into out_dir (atomically) and return its path."""
+    info = read_wheel(src)
+    previous = info.abi_record or {}
+    base_version = previous.get("original_version", info.version)
+    version = stamp.version or base_version
+    dist_name = info.dist_info[: -len(".dist-info")].rsplit("-", 1)[0]
+    new_dist_info = f"{dist_name}-{version}.dist-info"
+    old_data, new_data = info.dist_info[:-len("dist-info")] + "data", f"{dist_name}-{version}.data"
+
+    record = dict(stamp.record)
+    tag_py, tag_abi, tag_plat = info.tags.split("-")
+    record.update({
+        "schema": RECORD_SCHEMA,
+        "abistamp": __version__,
+        "name": dist_name,
+        "version": version,
+        "original_version": base_version,
+        "build_tag": stamp.build_tag,
+        "python_tag": tag_py,
+        "abi_tag": tag_abi,
+        "platform_tag": tag_plat,
+        "requires": list(stamp.requires),
+    })
+    drop_requires = tuple(previous.get("requires", ()))
+    metadata = edit_metadata(info.metadata, version, stamp.requires, drop_requires)
+    wheel = edit_wheel_file(info.wheel, stamp.build_tag)
+    abi_json = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / wheel_filename(info.name, version, stamp.build_tag, info.tags)
+    old_record = {row[0]: row for row in csv.reader(io.StringIO(info.record.decode()))
+                  if row}
+    replaced = {f"{info.dist_info}/{n}" for n in ("METADATA", "WHEEL", "RECORD", RECORD_NAME)}
+
+    def rename(n: str) -> str:
+        head, sep, rest = n.partition("/")
+        if head == info.dist_info:
+            return f"{new_dist_info}/{rest}"
+        if head == old_data and sep:
+            return f"{new_data}/{rest}"
+        return n
+
+    with zipfile.ZipFile(src) as zf:
+        members = zf.infolist()
+        meta_info = zf.getinfo(f"{info.dist_info}/METADATA")
+        when = _new_entry_time(source_date_epoch, meta_info.date_time)
+        with _atomic_output(target) as fd, open(src, "rb") as src_f:
+            out = _RawZipWriter(fd)
+            rows: list[list[str]] = []
+            for m in members:
+                if m.filename in replaced or m.is_dir():
+                    continue
+                new_name = rename(m.filename)
+                out.copy_member(src_f.fileno(), m, new_name)
+                row = old_record.get(m.filename)
+                if row is None or len(row) < 3 or not row[1]:
+                    raise AbistampError(f"`{src.name}`: RECORD has no hash for `{m.filename}`",
+                                        "rebuild the wheel with a standard backend")
+                rows.append([new_name, row[1], row[2]])
+            for rel, data in sorted({"METADATA": metadata, "WHEEL": wheel,
+                                     RECORD_NAME: abi_json}.items()):
+                name = f"{new_dist_info}/{rel}"
+                out.add_bytes(name, data, when)
+                rows.append([name, _record_hash(data), str(len(data))])
+            record_name = f"{new_dist_info}/RECORD"
+            rows.append([record_name, "", ""])
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(rows)
+            out.add_bytes(record_name, buf.getvalue().encode(), when)
+            out.finish()
+    return target
+
+
+def edit_metadata(data: bytes, version: str, add: tuple[str, ...],
+                  drop: tuple[str, ...] = ()) -> bytes:
+    """Set `Version:` and add `Requires-Dist:` lines in METADATA's headers; keep the body."""
+    text = data.decode("utf-8")
+    head, sep, body = text.partition("\n\n")
+    tail = sep + body if sep else "\n"
+    lines = head.rstrip("\n").split("\n")
+    out: list[str] = []
+    last_requires = -1
+    for line in lines:
+        if line.startswith("Version:"):
+            line = f"Version: {version}"
+        if line.startswith("Requires-Dist:"):
+            if line.split(":", 1)[1].strip() in drop:
+                continue
+            last_requires = len(out)
+        out.append(line)
+    new = [f"Requires-Dist: {r}" for r in add if f"Requires-Dist: {r}" not in out]
+    at = last_requires + 1 if last_requires >= 0 else len(out)
+    out[at:at] = new
+    return ("\n".join(out) + tail).encode("utf-8")
+
+
+def edit_wheel_file(data: bytes, build_tag: str | None) -> bytes:
+    lines = [ln for ln in data.decode("utf-8").splitlines() if not ln.startswith("Build:")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if build_tag:
+        lines.append(f"Build: {build_tag}")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def _record_hash(data: bytes) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _new_entry_time(epoch: int | None, fallback: tuple[int, ...]) -> tuple[int, ...]:
+    if epoch is None:
+        env = os.environ.get("SOURCE_DATE_EPOCH")
+        epoch = int(env) if env and env.strip().isdigit() else None
+    if epoch is None:
+        return fallback
+    return time.gmtime(max(epoch, 315532800))[:6]  # the zip format starts in 1980
+
+
+@contextlib.contextmanager
+def _atomic_output(target: Path) -> Iterator[int]:
+    """A file descriptor to write the new file; renamed onto target only on success."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        yield fd
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# --- a minimal zip writer that copies members without recompressing --------------------------
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_EOCD = struct.Struct("<4sHHHHIIH")
+_ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_MAX32 = 0xFFFFFFFF
+_COPY_CHUNK = 1 << 30
+
+
+def _dos_time(dt: tuple[int, ...]) -> tuple[int, int]:
+    y, mo, d, h, mi, s = dt[:6]
+    return (h << 11) | (mi << 5) | (s // 2), ((max(y, 1980) - 1980) << 9) | (mo << 5) | d
+
+
+@dataclasses.dataclass
+class _Entry:
+    name: bytes
+    flags: int
+    method: int
+    dos: tuple[int, int]
+    crc: int
+    csize: int
+    usize: int
+    offset: int
+    create: int
+    external: int
+
+
+class _RawZipWriter:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pos = 0
+        self.pending = bytearray()
+        self.entries: list[_Entry] = []
+
+    def _emit(self, data: bytes) -> None:
+        self.pending += data
+        self.pos += len(data)
+        if len(self.pending) > 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        with memoryview(self.pending) as whole:
+            view = whole
+            while view:
+                view = view[os.write(self.fd, view):]
+            del view
+        self.pending.clear()
+
+    def _local_header(self, e: _Entry) -> None:
+        zip64 = e.csize >= _MAX32 or e.usize >= _MAX32
+        extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if zip64 else b""
+        self._emit(_LOCAL.pack(
+            b"PK\x03\x04", 45 if zip64 else 20, e.flags, e.method, e.dos[0], e.dos[1], e.crc,
+            _MAX32 if zip64 else e.csize, _MAX32 if zip64 else e.usize, len(e.name), len(extra),
+        ) + e.name + extra)
+
+    def copy_member(self, src_fd: int, info: zipfile.ZipInfo, new_name: str) -> None:
+        head = os.pread(src_fd, _LOCAL.size, info.header_offset)
+        if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
+            raise AbistampError(f"member `{info.filename}` has no valid local header",
+                                "the wheel is corrupt; build or download it again")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        start = info.header_offset + _LOCAL.size + name_len + extra_len
+        entry = _Entry(
+            name=new_name.encode("utf-8"), flags=(info.flag_bits & ~0x08) | 0x800,
+            method=info.compress_type, dos=_dos_time(info.date_time), crc=info.CRC,
+            csize=info.compress_size, usize=info.file_size, offset=self.pos,
+            create=(info.create_system << 8) | 20, external=info.external_attr,
+        )
+        self.entries.append(entry)
+        self._local_header(entry)
+        self._flush()
+        _copy_range(src_fd, self.fd, start, info.compress_size)
+        self.pos += info.compress_size
+
+    def add_bytes(self, name: str, data: bytes, when: tuple[int, ...]) -> None:
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        packed = comp.compress(data) + comp.flush()
+        entry = _Entry(
+            name=name.encode("utf-8"), flags=0x800, method=zipfile.ZIP_DEFLATED,
+            dos=_dos_time(when), crc=zlib.crc32(data), csize=len(packed), usize=len(data),
+            offset=self.pos, create=(3 << 8) | 20, external=(0o100644 << 16),
+        )
+        self.entries.append(entry)
+        self._local_header(entry)
+        self._emit(packed)
+
+    def finish(self) -> None:
+        cd_start = self.pos
+        for e in self.entries:
+            extra = b""
+            csize, usize, offset = e.csize, e.usize, e.offset
+            if usize >= _MAX32:
+                extra += struct.pack("<Q", usize)
+                usize = _MAX32
+            if csize >= _MAX32:
+                extra += struct.pack("<Q", csize)
+                csize = _MAX32
+            if offset >= _MAX32:
+                extra += struct.pack("<Q", offset)
+                offset = _MAX32
+            if extra:
+                extra = struct.pack("<HH", 1, len(extra)) + extra
+            self._emit(_CENTRAL.pack(
+                b"PK\x01\x02", e.create, 45 if extra else 20, e.flags, e.method, e.dos[0],
+                e.dos[1], e.crc, csize, usize, len(e.name), len(extra), 0, 0, 0, e.external,
+                offset,
+            ) + e.name + extra)
+        cd_size = self.pos - cd_start
+        count = len(self.entries)
+        if count >= 0xFFFF or cd_start >= _MAX32 or cd_size >= _MAX32:
+            z64 = self.pos
+            self._emit(_ZIP64_EOCD.pack(b"PK\x06\x06", _ZIP64_EOCD.size - 12, 45, 45, 0, 0,
+                                        count, count, cd_size, cd_start))
+            self._emit(_ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, z64, 1))
+            self._emit(_EOCD.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, _MAX32, _MAX32, 0))
+        else:
+            self._emit(_EOCD.pack(b"PK\x05\x06", 0, 0, count, count, cd_size, cd_start, 0))
+        self._flush()
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
+    """Copy count bytes at offset of src to the current position of dst, in the kernel if we can."""
+    done = 0
+    use_kernel = hasattr(os, "copy_file_range")
+    while done < count:
+        n = 0
+        if use_kernel:
+            try:
+                n = os.copy_file_range(src_fd, dst_fd, min(count - done, _COPY_CHUNK),
+                                       offset + done)
+            except OSError:
+                use_kernel = False  # another filesystem or an old kernel: copy in user space
+                continue
+        else:
+            chunk = os.pread(src_fd, min(count - done, 1 << 20), offset + done)
+            n = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst_fd, view):]
+        if n == 0:
+            raise AbistampError("the wheel ends inside a member",
+                                "the wheel is truncated; build or download it again")
+        done += n
+
+
+def labelled(version: str) -> bool:
+    return Version(version).local is not None

@@ -1,0 +1,202 @@
+"""Shared fixtures: real torch environments, real frontends, copies of real projects.
+
+Environments are made once and kept under `.cache/tests` (or $TEST_ENV_CACHE), so a second run
+of the suite reuses them. Nothing here fakes torch: env213 holds torch 2.13.0+cpu and env214
+the CUDA 13.0 build of torch 2.14.1, both from this machine's pip configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BACKEND = REPO / "backend"
+EXAMPLES = REPO / "examples"
+DATA = Path(__file__).resolve().parent / "data"
+CACHE = Path(os.environ.get("TEST_ENV_CACHE") or REPO / ".cache" / "tests")
+IN_CI = bool(os.environ.get("CI"))
+
+# Build requirements of every project in the tests, so uv and pip find them offline-first.
+BUILD_REQS = ["setuptools>=64", "packaging>=22", "wheel", "pip", "build", "ninja"]
+
+
+def need(condition: bool, why: str) -> None:
+    """Skip loudly where something is missing; in CI a missing part is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required for this test in CI: {why}")
+    print(f"\n*** SKIPPED: {why} ***", file=sys.stderr)
+    pytest.skip(why)
+
+
+def uv_bin() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    need(Path(found).exists(), "uv is not installed (pip install -e '.[test]')")
+    return found
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a frontend subprocess: no stray ABISTAMP_ or VIRTUAL_ENV."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ABISTAMP_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.setdefault("UV_CACHE_DIR", str(CACHE / "uv-cache"))
+    env["UV_NO_PROGRESS"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(cmd: list[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True, timeout: int = 900) -> Result:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env or clean_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+                             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n"
+                             f"{proc.stderr[-6000:]}")
+    return result
+
+
+@dataclass
+class Env:
+    """A virtual environment with one torch in it."""
+
+    root: Path
+    torch: str  # the distribution version
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment that puts this venv first on PATH, as an activated venv would."""
+        return clean_env(PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+                         VIRTUAL_ENV=str(self.root), **extra)
+
+    def py(self, code: str, **kw: Any) -> Result:
+        return run([self.python, "-c", code], **kw)
+
+
+def read_record(wheel: Path) -> dict[str, Any]:
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/abistamp.json"))
+        return json.loads(zf.read(name))
+
+
+def read_dist_file(wheel: Path, rel: str) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(f".dist-info/{rel}"))
+        return zf.read(name).decode()
+
+
+def copy_project(src: Path, dest: Path, vendor_backend: bool = True) -> Path:
+    """Copy a project as a user would have it, with abistamp's backend/ vendored in-tree."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info",
+                                                             "__pycache__"))
+    if vendor_backend:
+        shutil.copytree(BACKEND, dest / "backend",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
+
+
+def _download(folder: Path, spec: str, deps: bool) -> Path:
+    stamp = folder / ".done"
+    if stamp.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(folder), spec]
+    if not deps:
+        cmd.insert(4, "--no-deps")
+    result = run(cmd, check=False, env=dict(os.environ))
+    need(result.returncode == 0, f"pip could not download {spec}: {result.stderr[-500:]}")
+    stamp.write_text(spec)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def torch213_wheels() -> Path:
+    """A find-links folder with torch 2.13.0+cpu (uv ignores pip's configuration)."""
+    return _download(CACHE / "wheels-2.13.0", "torch==2.13.0", deps=False)
+
+
+@pytest.fixture(scope="session")
+def torch214_wheels() -> Path:
+    """torch 2.14.1 (CUDA 13.0) and its nvidia-* wheels."""
+    return _download(CACHE / "wheels-2.14.1", "torch==2.14.1", deps=True)
+
+
+def _make_env(name: str, torch_spec: str, find_links: Path, extra: list[str]) -> Env:
+    key = hashlib.sha256(json.dumps([torch_spec, BUILD_REQS, extra]).encode()).hexdigest()[:12]
+    root = CACHE / f"env-{name}-{key}"
+    done = root / ".abistamp-test-env"
+    if not done.exists():
+        if root.exists():
+            shutil.rmtree(root)
+        uv = uv_bin()
+        run([uv, "venv", "-q", "-p", sys.executable, "--seed", root])
+        run([uv, "pip", "install", "-q", "-p", root / "bin" / "python", "--find-links",
+             find_links, torch_spec, *BUILD_REQS, *extra], env=clean_env())
+        done.write_text(torch_spec)
+    version = run([root / "bin" / "python", "-c",
+                   "import importlib.metadata as m; print(m.version('torch'))"]).stdout.strip()
+    return Env(root, version)
+
+
+@pytest.fixture(scope="session")
+def env213(torch213_wheels: Path) -> Env:
+    return _make_env("213", "torch==2.13.0", torch213_wheels, [])
+
+
+@pytest.fixture(scope="session")
+def env214(torch214_wheels: Path) -> Env:
+    return _make_env("214", "torch==2.14.1", torch214_wheels, [])
+
+
+@pytest.fixture()
+def probe(tmp_path: Path) -> Path:
+    """The probe project (imports torch at build time, compiles nothing), vendoring abistamp."""
+    return copy_project(DATA / "probe", tmp_path / "probe")
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> Path:
+    """examples/tiny-ext, vendoring abistamp, as a user's checkout would be."""
+    return copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")
+
+
+@pytest.fixture()
+def chdir(tmp_path: Path) -> Iterator[Path]:
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(old)
