@@ -59,7 +59,11 @@ def render_label(template: str, abi: TorchABI, where: str = "`label`") -> str:
 
 def check_template(template: str, where: str) -> None:
     """Fail early on a template that cannot give a valid label or build tag."""
-    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise AbistampError(f"{where} = {template!r} is not a valid template ({e})",
+                            "close every `{` with `}`; write `{{` for a literal brace") from None
     unknown = [n for n in names if n not in TEMPLATE_FIELDS]
     if unknown:
         import difflib

@@ -1,0 +1,154 @@
+"""Stamping real wheels: names, METADATA, WHEEL, RECORD, reproducibility, and bad wheels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from installer.sources import WheelFile
+from packaging.utils import parse_wheel_filename
+
+from abistamp.abi import TorchABI
+from abistamp.errors import AbistampError
+from abistamp.labels import build_tag, render_label, stamped_version, torch_pin
+from abistamp.stamp import Stamp, read_wheel, stamp_wheel
+
+from .conftest import read_dist_file, read_record, run
+
+CPU = TorchABI("2.13.0+cpu", cxx11abi=True)
+CU130 = TorchABI("2.14.1", cuda="13.0", cxx11abi=True, nvcc="13.0")
+
+
+def plan(abi: TorchABI, version: str | None) -> Stamp:
+    label = render_label("pt{major}{minor}{accelerator}", abi)
+    pin = str(torch_pin(abi, "auto"))
+    return Stamp(version=stamped_version(version, label) if version else None,
+                 build_tag=build_tag(1, label), requires=(pin,),
+                 record={**abi.as_record(), "label": label})
+
+
+@pytest.fixture(scope="module")
+def plain_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real setuptools wheel with a package, a script (.data) and a long description."""
+    src = tmp_path_factory.mktemp("src")
+    (src / "demo").mkdir()
+    (src / "demo" / "__init__.py").write_text("VALUE = 1\n")
+    (src / "demo" / "blob.bin").write_bytes(os.urandom(300_000))
+    (src / "tool.sh").write_text("#!/bin/sh\necho demo\n")
+    (src / "README.md").write_text("# demo\n\nThe body of METADATA.\n")
+    (src / "setup.py").write_text(
+        "from setuptools import setup\n"
+        "setup(name='demo-pkg', version='1.2.0', packages=['demo'], scripts=['tool.sh'],\n"
+        "      package_data={'demo': ['blob.bin']}, install_requires=['numpy>=1'],\n"
+        "      long_description=open('README.md').read(),\n"
+        "      long_description_content_type='text/markdown')\n")
+    out = tmp_path_factory.mktemp("wheel")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", out,
+         src], env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    return next(out.glob("*.whl"))
+
+
+def test_stamp_renames_and_rewrites_dist_info(plain_wheel: Path, tmp_path: Path) -> None:
+    out = stamp_wheel(plain_wheel, tmp_path, plan(CPU, "1.2.0"))
+    assert out.name == "demo_pkg-1.2.0+pt213cpu-1pt213cpu-py3-none-any.whl"
+    name, version, build, _ = parse_wheel_filename(out.name)
+    assert (str(version), build) == ("1.2.0+pt213cpu", (1, "pt213cpu"))
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+    assert "demo_pkg-1.2.0+pt213cpu.dist-info/METADATA" in names
+    assert "demo_pkg-1.2.0+pt213cpu.data/scripts/tool.sh" in names
+    assert not any(n.startswith("demo_pkg-1.2.0.") for n in names)
+    assert names[-1].endswith("/RECORD"), "RECORD is written last"
+    metadata = read_dist_file(out, "METADATA")
+    assert "\nVersion: 1.2.0+pt213cpu\n" in metadata
+    assert "Requires-Dist: numpy>=1\nRequires-Dist: torch==2.13.0+cpu\n" in metadata
+    assert metadata.endswith("The body of METADATA.\n"), "the description body is kept"
+    assert "Build: 1pt213cpu" in read_dist_file(out, "WHEEL")
+    record = read_record(out)
+    assert record["torch"] == "2.13.0+cpu" and record["original_version"] == "1.2.0"
+    assert (record["python_tag"], record["abi_tag"], record["platform_tag"]) == (
+        "py3", "none", "any")
+    # An independent reader checks every RECORD hash and size.
+    with WheelFile.open(out) as wf:
+        wf.validate_record()
+    # The unchanged members are byte-identical after the copy.
+    with zipfile.ZipFile(plain_wheel) as a, zipfile.ZipFile(out) as b:
+        assert a.read("demo/blob.bin") == b.read("demo/blob.bin")
+
+
+def test_stamped_wheel_installs_with_pip(plain_wheel: Path, tmp_path: Path) -> None:
+    out = stamp_wheel(plain_wheel, tmp_path / "w", plan(CPU, "1.2.0"))
+    target = tmp_path / "site"
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", target, out])
+    assert (target / "demo" / "blob.bin").is_file()
+    assert (target / "demo_pkg-1.2.0+pt213cpu.dist-info" / "abistamp.json").is_file()
+
+
+def test_keep_version_still_stamps_build_tag_and_record(plain_wheel: Path, tmp_path: Path
+                                                        ) -> None:
+    out = stamp_wheel(plain_wheel, tmp_path, plan(CU130, None))
+    assert out.name == "demo_pkg-1.2.0-1pt214cu130-py3-none-any.whl"
+    assert "Requires-Dist: torch==2.14.*" in read_dist_file(out, "METADATA")
+    assert read_record(out)["nvcc"] == "13.0"
+
+
+def test_restamping_replaces_label_and_pin(plain_wheel: Path, tmp_path: Path) -> None:
+    first = stamp_wheel(plain_wheel, tmp_path / "a", plan(CPU, "1.2.0"))
+    second = stamp_wheel(first, tmp_path / "b", plan(CU130, "1.2.0"))
+    assert second.name == "demo_pkg-1.2.0+pt214cu130-1pt214cu130-py3-none-any.whl"
+    metadata = read_dist_file(second, "METADATA")
+    assert "torch==2.13.0+cpu" not in metadata and "Requires-Dist: torch==2.14.*" in metadata
+    with WheelFile.open(second) as wf:
+        wf.validate_record()
+
+
+def test_same_input_same_bytes(plain_wheel: Path, tmp_path: Path) -> None:
+    digests = set()
+    for i in range(2):
+        out = stamp_wheel(plain_wheel, tmp_path / str(i), plan(CPU, "1.2.0"),
+                          source_date_epoch=1700000000)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def _craft(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("evil", ["../escape.py", "/etc/evil.py", "pkg/../../escape.py"])
+def test_member_paths_that_escape_are_refused(tmp_path: Path, evil: str) -> None:
+    wheel = _craft(tmp_path / "bad-1.0-py3-none-any.whl", {
+        "bad-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: bad\nVersion: 1.0\n",
+        "bad-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+        "bad-1.0.dist-info/RECORD": b"",
+        evil: b"print('owned')\n",
+    })
+    out = tmp_path / "out"
+    with pytest.raises(AbistampError, match="escapes the install root"):
+        stamp_wheel(wheel, out, plan(CPU, "1.0"))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_truncated_wheel_is_refused_and_nothing_is_written(plain_wheel: Path, tmp_path: Path
+                                                           ) -> None:
+    broken = tmp_path / plain_wheel.name
+    broken.write_bytes(plain_wheel.read_bytes()[: plain_wheel.stat().st_size // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AbistampError, match="corrupt or truncated"):
+        stamp_wheel(broken, out, plan(CPU, "1.2.0"))
+    assert list(out.iterdir()) == []
+
+
+def test_not_a_wheel_name(tmp_path: Path) -> None:
+    path = tmp_path / "thing.zip"
+    path.write_bytes(b"PK")
+    with pytest.raises(AbistampError, match="not a wheel filename"):
+        read_wheel(path)
