@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sdist as sdist_post
-from .abi import TorchABI, detect, find_toolkit, toolkit_problems
+from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
 from .errors import AbistampError
 from .labels import build_tag, check_expected, render_label, stamped_version, torch_pin
 from .profiles import Profile, select_profile
@@ -103,14 +104,27 @@ class Build:
 
     def requires(self, hook: str) -> list[str]:
         wrapped = getattr(self.backend, hook, None)
-        reqs = list(wrapped(self.config)) if wrapped else []
         if hook == "get_requires_for_build_sdist":
-            return reqs
+            return list(wrapped(self.config)) if wrapped else []
         extra = []
         if self.settings.torch:
             extra.append(self.settings.torch)
         if self.settings.ninja != "false" and shutil.which("ninja") is None:
             extra.append("ninja")
+        if importlib.util.find_spec("torch") is None:
+            if not self.settings.torch:
+                raise AbistampError("torch is not importable in the build environment",
+                                    TORCH_MISSING_FIX)
+            # setuptools lists build requirements by running setup.py, and a setup.py that
+            # imports torch fails before torch is installed: answer with torch first.
+            try:
+                reqs = list(wrapped(self.config)) if wrapped else []
+            except Exception as e:  # noqa: BLE001 - the wrapped hook needs torch to answer
+                log(f"the wrapped `{hook}` failed without torch ({type(e).__name__}: {e}); "
+                    f"asking for {', '.join(extra)} first")
+                return extra
+        else:
+            reqs = list(wrapped(self.config)) if wrapped else []
         return reqs + [r for r in extra if r not in reqs]
 
     # --- ABI and environment -----------------------------------------------------------------

@@ -75,7 +75,9 @@ def backend_path_files(project: Path) -> list[str]:
         if folder == root or root not in folder.parents or not folder.is_dir():
             continue  # the project root is in every sdist anyway; outside it cannot be packed
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            rel_parts = path.relative_to(folder).parts
+            if (path.is_file() and "__pycache__" not in rel_parts and path.suffix != ".pyc"
+                    and not any(p.endswith(".egg-info") for p in rel_parts)):
                 files.append(path.relative_to(root).as_posix())
     return files
 
