@@ -221,15 +221,18 @@ class Toolkit:
 
 
 def find_toolkit(environ: dict[str, str]) -> Toolkit | None:
-    """The CUDA toolkit a build would use: CUDA_HOME's nvcc, else the nvcc on PATH."""
-    candidates: list[Path] = []
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if environ.get(var):
-            candidates.append(Path(environ[var]) / "bin" / "nvcc")
-            break
-    on_path = shutil.which("nvcc", path=environ.get("PATH"))
-    if on_path:
-        candidates.append(Path(on_path))
+    """The CUDA toolkit a build would use, found the way torch's cpp_extension finds it.
+
+    CUDA_HOME (or CUDA_PATH) when set, and nothing else then; otherwise the nvcc on PATH, then
+    /usr/local/cuda.
+    """
+    home = environ.get("CUDA_HOME") or environ.get("CUDA_PATH")
+    if home:
+        candidates = [Path(home) / "bin" / "nvcc"]
+    else:
+        on_path = shutil.which("nvcc", path=environ.get("PATH"))
+        candidates = [Path(on_path)] if on_path else []
+        candidates.append(Path("/usr/local/cuda/bin/nvcc"))
     for nvcc in candidates:
         if not nvcc.is_file():
             continue
@@ -241,8 +244,8 @@ def find_toolkit(environ: dict[str, str]) -> Toolkit | None:
         m = _NVCC_RELEASE.search(out)
         if not m:
             continue
-        return Toolkit(nvcc=nvcc, version=f"{m.group(1)}.{m.group(2)}",
-                       root=_toolkit_root(nvcc))
+        root = Path(home) if home else _toolkit_root(nvcc)
+        return Toolkit(nvcc=nvcc, version=f"{m.group(1)}.{m.group(2)}", root=root)
     return None
 
 

@@ -173,6 +173,7 @@ class Build:
         if self.profile:
             changes.update(self.profile.environ(s, abi, dict(os.environ), facts))
         facts["abi"] = abi
+        facts["toolkit"] = toolkit
         facts["environ"] = {k: v for k, v in changes.items()}
         saved_env = {k: os.environ.get(k) for k in changes}
         saved_path = list(sys.path)
@@ -219,7 +220,15 @@ class Build:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".abistamp-", dir=out_dir) as tmp:
             with self.environment(abi) as facts:
-                name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
+                try:
+                    name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
+                except OSError as e:
+                    # torch's CUDAExtension() raises this at setup.py time, before build_ext
+                    # runs: explain it in terms of the build's torch and toolkit.
+                    if "CUDA_HOME" not in str(e):
+                        raise
+                    check_cuda_toolchain(facts["abi"], facts.get("toolkit"), "CUDAExtension")
+                    raise
             abi = facts["abi"]
             built = Path(tmp) / name
             stamp = self.plan(abi, built, facts, editable=hook == "build_editable",
@@ -367,10 +376,14 @@ def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
             "install a CUDA build of torch where the extension is built, or set "
             "`torch` to one")
     if toolkit is None:
+        home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+        where = (f"at `{home}/bin/nvcc` (CUDA_HOME)" if home
+                 else "(CUDA_HOME is unset, none on PATH, none in /usr/local/cuda)")
         raise AbistampError(
-            f"the build compiles CUDA sources (`{example}`) but no `nvcc` was found (CUDA_HOME "
-            "unset and none on PATH)",
-            f"install the CUDA {abi.cuda} toolkit and put its bin/ on PATH or set CUDA_HOME")
+            f"the build compiles CUDA sources (`{example}`) but no working `nvcc` was found "
+            f"{where}",
+            f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or put its "
+            "bin/ on PATH")
     if toolkit.version.split(".")[0] != abi.cuda.split(".")[0]:
         raise AbistampError(
             f"nvcc `{toolkit.nvcc}` is CUDA {toolkit.version}, but torch {abi.torch_version} was "

@@ -1,0 +1,92 @@
+"""The backend's fail-fast errors, through a real frontend, before anything is compiled.
+
+Each case runs `uv build --wheel` on a real project and checks three things: the build fails,
+the message names the problem and the fix, and no object file was compiled (the error came
+before the compiler) and no wheel was written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from .conftest import Env, run, uv_bin
+
+
+def build(project: Path, env: Env, tmp_path: Path, *args: str, **environ: str) -> str:
+    out = tmp_path / "out"
+    result = run([uv_bin(), "build", "--wheel", "--no-build-isolation", "-p", env.python,
+                  "--out-dir", out, *args, project], env=env.env(**environ), check=False)
+    assert result.returncode != 0, result.output
+    assert not list(out.glob("*.whl")) if out.exists() else True
+    assert not list(project.rglob("*.o")), "the error must come before any compiling"
+    return result.output
+
+
+def test_torch_not_the_expected_one(probe: Path, env213: Env, tmp_path: Path) -> None:
+    output = build(probe, env213, tmp_path, "-C", "abistamp.torch=torch==2.14.*")
+    assert "found torch 2.13.0+cpu (cpu), but config setting `abistamp.torch` asks for " \
+           "`torch==2.14.*`" in output
+    assert "fix: install the torch that the setting names" in output
+
+
+def test_require_cuda_with_a_cpu_torch(probe: Path, env213: Env, tmp_path: Path) -> None:
+    output = build(probe, env213, tmp_path, ABISTAMP_REQUIRE_CUDA="1")
+    assert "asks for a CUDA build, but the build environment has torch 2.13.0+cpu" in output
+
+
+def test_cuda_sources_with_a_cpu_torch(tiny: Path, env213: Env, tmp_path: Path) -> None:
+    output = build(tiny, env213, tmp_path, TINY_EXT_CUDA="1")
+    assert "compiles CUDA sources (`CUDAExtension`), but torch 2.13.0+cpu in the build " \
+           "environment is a CPU build" in output
+
+
+def test_nvcc_missing(tiny: Path, env214: Env, tmp_path: Path) -> None:
+    empty = tmp_path / "no-cuda-here"
+    empty.mkdir()
+    output = build(tiny, env214, tmp_path, TINY_EXT_CUDA="1", CUDA_HOME=str(empty))
+    assert f"no working `nvcc` was found at `{empty}/bin/nvcc` (CUDA_HOME)" in output
+    assert "fix: install the CUDA 13.0 toolkit" in output
+
+
+def test_nvcc_of_another_major_version(tiny: Path, env214: Env, tmp_path: Path) -> None:
+    # The machine has one toolkit (13.0); an nvcc that reports 12.4 is the only way to show
+    # the mismatch check. It answers --version and nothing else: nothing may compile.
+    fake = tmp_path / "cuda-12.4"
+    (fake / "bin").mkdir(parents=True)
+    nvcc = fake / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    nvcc.chmod(nvcc.stat().st_mode | stat.S_IEXEC)
+    output = build(tiny, env214, tmp_path, TINY_EXT_CUDA="1", CUDA_HOME=str(fake))
+    assert "is CUDA 12.4, but torch 2.14.1 was built with CUDA 13.0" in output
+
+
+def test_toolkit_root_without_headers(tiny: Path, env214: Env, tmp_path: Path) -> None:
+    root = tmp_path / "bare-root"
+    (root / "bin").mkdir(parents=True)
+    real = Path(os.path.realpath("/usr/local/cuda/bin/nvcc"))
+    if not real.exists():
+        pytest.skip("no CUDA toolkit on this machine")
+    (root / "bin" / "nvcc").symlink_to(real)
+    output = build(tiny, env214, tmp_path, TINY_EXT_CUDA="1", CUDA_HOME=str(root))
+    assert f"the CUDA toolkit at `{root}` lacks include/cuda_runtime.h, lib64/libcudart.so" \
+           in output
+
+
+@pytest.mark.parametrize(("args", "environ", "message"), [
+    (["-C", "abistamp.label=pt{major}-{minor}"], {}, "not a PEP 440 local version label"),
+    (["-C", "abistamp.pinn=exact"], {}, "did you mean `abistamp.pin`?"),
+    ([], {"ABISTAMP_BACKEND": "no_such_backend:thing"},
+     "`ABISTAMP_BACKEND` = 'no_such_backend:thing': the module `no_such_backend` cannot be "
+     "imported"),
+    ([], {"ABISTAMP_BACKEND": "setuptools.build_meta:no_such_object"},
+     "`setuptools.build_meta` has no `no_such_object`"),
+    ([], {"ABISTAMP_BACKEND": "json"}, "lacks the mandatory hook `build_wheel`"),
+])
+def test_bad_settings_through_a_frontend(probe: Path, env213: Env, tmp_path: Path,
+                                         args: list[str], environ: dict[str, str],
+                                         message: str) -> None:
+    assert message in build(probe, env213, tmp_path, *args, **environ)
