@@ -80,8 +80,8 @@ def test_toolkit_root_without_headers(tiny: Path, env214: Env, tmp_path: Path) -
     (["-C", "abistamp.label=pt{major}-{minor}"], {}, "not a PEP 440 local version label"),
     (["-C", "abistamp.pinn=exact"], {}, "did you mean `abistamp.pin`?"),
     ([], {"ABISTAMP_BACKEND": "no_such_backend:thing"},
-     "`ABISTAMP_BACKEND` = 'no_such_backend:thing': the module `no_such_backend` cannot be "
-     "imported"),
+     ("`ABISTAMP_BACKEND` = 'no_such_backend:thing': the module `no_such_backend` cannot be "
+     "imported")),
     ([], {"ABISTAMP_BACKEND": "setuptools.build_meta:no_such_object"},
      "`setuptools.build_meta` has no `no_such_object`"),
     ([], {"ABISTAMP_BACKEND": "json"}, "lacks the mandatory hook `build_wheel`"),

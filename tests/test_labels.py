@@ -99,7 +99,7 @@ def test_every_accepted_stamp_parses_and_round_trips(torch: str, cuda: str | Non
     assert parsed.local is not None and parsed.local.endswith(label)
     assert Version(version) > Version(Version(project).public)  # labelled sorts after bare
     tag = build_tag(1, label)
-    name, ver, build, _ = parse_wheel_filename(
+    _name, ver, build, _ = parse_wheel_filename(
         wheel_filename("pkg", version, tag, "cp311-cp311-linux_x86_64"))
     assert (str(ver), build[0]) == (version, 1)
     pin = torch_pin(abi, "auto")

@@ -55,7 +55,7 @@ def plain_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_stamp_renames_and_rewrites_dist_info(plain_wheel: Path, tmp_path: Path) -> None:
     out = stamp_wheel(plain_wheel, tmp_path, plan(CPU, "1.2.0"))
     assert out.name == "demo_pkg-1.2.0+pt213cpu-1pt213cpu-py3-none-any.whl"
-    name, version, build, _ = parse_wheel_filename(out.name)
+    _name, version, build, _ = parse_wheel_filename(out.name)
     assert (str(version), build) == ("1.2.0+pt213cpu", (1, "pt213cpu"))
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Env, copy_project, EXAMPLES, read_dist_file, read_record, run, uv_bin
+from .conftest import EXAMPLES, Env, copy_project, read_dist_file, read_record, run, uv_bin
 
 pytestmark = pytest.mark.slow
 

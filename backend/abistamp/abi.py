@@ -112,7 +112,7 @@ def detect(environ: dict[str, str] | None = None) -> TorchABI:
 
     environ = dict(os.environ) if environ is None else environ
     try:
-        import torch  # noqa: PLC0415 - only here, and only when a build needs it
+        import torch  # only here, and only when a build needs it
     except ModuleNotFoundError as e:
         if e.name != "torch":
             raise AbistampError(

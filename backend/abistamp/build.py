@@ -171,33 +171,27 @@ class Build:
                     # torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper.
                     changes["CUDA_HOME"] = str(toolkit.root)
         if self.profile:
-            changes.update(self.profile.environ(s, abi, dict(os.environ), facts))
+            changes.update(self.profile.environ(self.project, s, abi, dict(os.environ), facts))
         facts["abi"] = abi
         facts["toolkit"] = toolkit
         facts["environ"] = {k: v for k, v in changes.items()}
-        saved_env = {k: os.environ.get(k) for k in changes}
-        saved_path = list(sys.path)
-        os.environ.update(changes)
-        cpp_ext = sys.modules.get("torch.utils.cpp_extension")
-        saved_cuda_home = getattr(cpp_ext, "CUDA_HOME", None)
-        if cpp_ext is not None and "CUDA_HOME" in changes:
-            cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
-        undo_check = _install_precompile_check(abi, toolkit, facts)
         for k, v in sorted(changes.items()):
-            if k not in ("MAX_JOBS",):
+            if k != "MAX_JOBS":
                 log(f"{k}={v}")
-        try:
-            yield facts
-        finally:
-            undo_check()
-            for k, old in saved_env.items():
-                if old is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = old
-            sys.path[:] = saved_path
+        # Everything below is undone in reverse, whatever happens in the build.
+        with contextlib.ExitStack() as undo:
+            undo.enter_context(_patched_environ(changes))
+            saved_path = list(sys.path)
+            undo.callback(lambda: sys.path.__setitem__(slice(None), saved_path))
+            cpp_ext = sys.modules.get("torch.utils.cpp_extension")
             if cpp_ext is not None and "CUDA_HOME" in changes:
-                cpp_ext.CUDA_HOME = saved_cuda_home  # type: ignore[attr-defined]
+                # cpp_extension computed CUDA_HOME when it was imported; correct it too.
+                undo.callback(setattr, cpp_ext, "CUDA_HOME", getattr(cpp_ext, "CUDA_HOME", None))
+                cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
+            undo.callback(_install_precompile_check(abi, toolkit, facts))
+            if self.profile:
+                undo.callback(self.profile.prepare(self.project, s, facts))
+            yield facts
 
     # --- the hooks' work ---------------------------------------------------------------------
 
@@ -323,6 +317,20 @@ class Build:
             requires=(pin,) if pin else (),
             record=record,
         )
+
+
+@contextlib.contextmanager
+def _patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
 
 def _with(abi: TorchABI, **changes: Any) -> TorchABI:

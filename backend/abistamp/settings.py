@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +114,9 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "portable-cpu", False, "bool",
-        "Compile CPU code for a portable instruction set instead of `-march=native` (DeepSpeed: "
-        "sets `DS_BUILD_...` flags so that the wheel runs on any x86-64-v2 CPU).",
+        "Compile CPU ops for a portable instruction set (x86-64-v3: AVX2 and FMA) instead of "
+        "the builder's own (`-march=native`, AVX-512 when the builder has it). DeepSpeed only; "
+        "use it for wheels that other machines install.",
     ),
 )
 FIELDS_BY_KEY = {f.key: f for f in FIELDS}
@@ -281,9 +282,6 @@ def _coerce(field: Field, raw: Any, where: str) -> Any:
             raise bad("a string")
         return str(raw).strip()
     raise AssertionError(field.kind)
-
-
-_Validator = Callable[[Any], None]
 
 
 def reference_markdown() -> str:

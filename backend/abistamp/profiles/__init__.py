@@ -7,6 +7,7 @@ needs, and what to check and record once the wheel is built. DeepSpeed is the fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,9 +22,13 @@ class Profile(Protocol):
     def matches(self, project: Path) -> bool:
         """Whether this source tree is the profile's project."""
 
-    def environ(self, settings: Settings, abi: TorchABI, current: dict[str, str],
-                facts: dict[str, Any]) -> dict[str, str]:
+    def environ(self, project: Path, settings: Settings, abi: TorchABI,
+                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
         """Environment variables to set for the build (never overriding the user's)."""
+
+    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+                ) -> Callable[[], None]:
+        """Work inside the build process just before the wrapped backend runs; returns undo."""
 
     def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
         """Check the built wheel against the ABI; return what goes into the ABI record."""

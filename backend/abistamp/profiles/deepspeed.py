@@ -12,7 +12,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import platform
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +43,48 @@ class DeepSpeed:
         return ((project / "setup.py").is_file() and (project / "op_builder").is_dir()
                 and (project / "deepspeed" / "__init__.py").is_file())
 
-    def environ(self, settings: Settings, abi: TorchABI, current: dict[str, str],
-                facts: dict[str, Any]) -> dict[str, str]:
+    def environ(self, project: Path, settings: Settings, abi: TorchABI,
+                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
         if (abi.cuda or abi.hip) and "DS_ACCELERATOR" not in current:
             env["DS_ACCELERATOR"] = "cuda"
         if facts.get("ninja") and "DS_ENABLE_NINJA" not in current:
             env["DS_ENABLE_NINJA"] = "1"
+        build_string = sdist_build_string(project)
+        if build_string and not current.get("DS_BUILD_STRING"):
+            env["DS_BUILD_STRING"] = build_string
         return env
+
+    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+                ) -> Callable[[], None]:
+        """With `portable-cpu`, compile CPU ops for x86-64-v3 instead of this builder's CPU.
+
+        DeepSpeed's OpBuilder.cpu_arch() answers `-march=native` and simd_width() picks AVX-512
+        when the builder has it: a wheel built on a new server can then die with an illegal
+        instruction on an older one. setup.py runs in this process, so the patched class is the
+        one it uses; nothing in the tree is edited.
+        """
+        if not settings.portable_cpu:
+            return lambda: None
+        if platform.machine() not in ("x86_64", "AMD64"):
+            from ..errors import AbistampError
+
+            raise AbistampError(
+                f"{settings.origin('portable_cpu')} is set, but portable CPU flags are known for "
+                f"x86-64 only (this is {platform.machine()})",
+                "unset `portable-cpu` on this machine")
+        sys.path.insert(0, str(project))
+        builder = importlib.import_module("op_builder.builder")
+        cls = builder.OpBuilder
+        saved = cls.cpu_arch, cls.simd_width
+        cls.cpu_arch = lambda self: "-march=" + PORTABLE["march"]
+        cls.simd_width = lambda self: "-D__" + PORTABLE["simd"] + "__"
+        facts["cpu"] = dict(PORTABLE)
+
+        def undo() -> None:
+            cls.cpu_arch, cls.simd_width = saved
+
+        return undo
 
     def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
         with zipfile.ZipFile(wheel) as zf:
@@ -73,10 +111,34 @@ class DeepSpeed:
             "accelerator_name": info.get("accelerator_name"),
             "torch_info": info.get("torch_info"),
             "installed_ops": ops,
-            "cpu": cpu_requirements() if cpu_ops else None,
+            "cpu": (facts.get("cpu") or cpu_requirements()) if cpu_ops else None,
             "environ": {k: v for k, v in facts.get("environ", {}).items()
                         if k.startswith("DS_")},
         }
+
+
+def sdist_build_string(project: Path) -> str | None:
+    """The `DS_BUILD_STRING` that makes setup.py reproduce the version of the sdist it is in.
+
+    An sdist made from a git checkout declares `0.19.8+<hash>` but carries no build.txt, and
+    the unpacked sdist is no git repository: setup.py would say `0.19.8+unknown`, and uv refuses
+    the wheel ("The source distribution declares version ..."). The hash is in PKG-INFO.
+    """
+    pkg_info = project / "PKG-INFO"
+    if not pkg_info.is_file() or (project / "build.txt").is_file():
+        return None
+    from packaging.version import InvalidVersion, Version
+
+    for line in pkg_info.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Version:"):
+            try:
+                local = Version(line.split(":", 1)[1].strip()).local
+            except InvalidVersion:
+                return None
+            return f"+{local}" if local else None
+        if not line.strip():
+            break
+    return None
 
 
 def read_info(source: str) -> dict[str, Any]:
@@ -117,10 +179,17 @@ def host_cpu_flags() -> set[str]:
     return set()
 
 
+# x86-64-v3: AVX2, FMA, BMI2, F16C; every x86-64 server CPU since about 2015.
+PORTABLE: dict[str, Any] = {
+    "machine": "x86_64",
+    "march": "x86-64-v3",
+    "simd": "AVX256",
+    "flags": ["avx", "avx2", "bmi2", "f16c", "fma", "sse4_2"],
+}
+
+
 def cpu_requirements() -> dict[str, Any]:
     """What DeepSpeed's CPU ops assume of the CPU: -march=native of this builder."""
-    import platform
-
     flags = host_cpu_flags()
     return {
         "machine": platform.machine(),
