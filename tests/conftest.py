@@ -170,6 +170,25 @@ def _make_env(name: str, torch_spec: str, find_links: Path, extra: list[str]) ->
     return Env(root, version)
 
 
+def simple_index(folder: Path) -> Path:
+    """A PEP 503 index (folder/simple) over the wheels of folder, for uv's `match-runtime`."""
+    from packaging.utils import parse_wheel_filename
+
+    root = folder / "simple"
+    if (root / ".done").exists():
+        return root
+    projects: dict[str, list[Path]] = {}
+    for wheel in sorted(folder.glob("*.whl")):
+        projects.setdefault(str(parse_wheel_filename(wheel.name)[0]), []).append(wheel)
+    for name, files in projects.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        links = "".join(f'<a href="{f.resolve().as_uri()}">{f.name}</a><br>\n' for f in files)
+        (root / name / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}"
+                                                "</body></html>\n")
+    (root / ".done").write_text("")
+    return root
+
+
 @pytest.fixture(scope="session")
 def env213(torch213_wheels: Path) -> Env:
     return _make_env("213", "torch==2.13.0", torch213_wheels, [])

@@ -28,6 +28,7 @@ from .conftest import (
     read_dist_file,
     read_record,
     run,
+    simple_index,
     uv_bin,
 )
 
@@ -146,67 +147,31 @@ def test_plain_uv_build_from_sdist_first(ds_sdist: Path, env213: Env, tmp_path: 
     assert record["profile"]["torch_info"]["version"] == "2.13"
 
 
-def write_wheelhouse_project(root: Path, wheelhouse: Path, torch213: Path, torch214: Path
-                             ) -> Path:
-    """The real-world shape: conflicting extras, torch and DeepSpeed routed per extra."""
+def example_project(name: str, root: Path, urls: dict[str, Path], mirror: Path) -> Path:
+    """One of examples/deepspeed/*-project, with its URLs pointed at this machine's files.
+
+    The torch 2.14.1 wheels need the nvidia-* wheels; a non-explicit local mirror keeps them
+    off the network (uv asks indexes in order, PyPI last).
+    """
+    text = (EXAMPLES / "deepspeed" / name / "pyproject.toml").read_text()
+    for url, local in urls.items():
+        assert url in text, f"{url} is no longer in examples/deepspeed/{name}"
+        text = text.replace(url, local.resolve().as_uri())
+    text += (f'\n[[tool.uv.index]]\nname = "local-mirror"\nurl = "{mirror.as_uri()}"\n')
     root.mkdir(parents=True)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
-        [project]
-        name = "ds-app"
-        version = "0.1.0"
-        requires-python = "==3.11.*"
-        dependencies = []
-
-        [project.optional-dependencies]
-        cpu = ["torch==2.13.0", "deepspeed=={DS_VERSION}"]
-        cu130 = ["torch==2.14.1", "deepspeed=={DS_VERSION}"]
-
-        [tool.uv]
-        conflicts = [[{{ extra = "cpu" }}, {{ extra = "cu130" }}]]
-        environments = ["sys_platform == 'linux' and platform_machine == 'x86_64'"]
-
-        [tool.uv.sources]
-        torch = [
-            {{ index = "torch-cpu", extra = "cpu" }},
-            {{ index = "torch-cu130", extra = "cu130" }},
-        ]
-        deepspeed = [
-            {{ index = "deepspeed-pt213cpu", extra = "cpu" }},
-            {{ index = "deepspeed-pt214cu130", extra = "cu130" }},
-        ]
-
-        [[tool.uv.index]]
-        name = "torch-cpu"
-        url = "{torch213}"
-        format = "flat"
-        explicit = true
-
-        # Not explicit: the nvidia-* wheels that torch 2.14.1 needs come from this folder too.
-        [[tool.uv.index]]
-        name = "torch-cu130"
-        url = "{torch214}"
-        format = "flat"
-
-        [[tool.uv.index]]
-        name = "deepspeed-pt213cpu"
-        url = "{wheelhouse / 'pt213cpu'}"
-        format = "flat"
-        explicit = true
-
-        [[tool.uv.index]]
-        name = "deepspeed-pt214cu130"
-        url = "{wheelhouse / 'pt214cu130'}"
-        format = "flat"
-        explicit = true
-        """))
+    (root / "pyproject.toml").write_text(text)
     return root
+
+
+TORCH_URLS = {"https://download.pytorch.org/whl/cpu": "cpu",
+              "https://download.pytorch.org/whl/cu130": "cu130"}
 
 
 INSTALLED = """
 import importlib.metadata as m, json
 from deepspeed.git_version_info import torch_info
-d = m.distribution("deepspeed")
-print(json.dumps([m.version("torch"), torch_info, json.loads(d.read_text("abistamp.json"))]))
+record = m.distribution("deepspeed").read_text("abistamp.json")
+print(json.dumps([m.version("torch"), torch_info, record and json.loads(record)]))
 """
 
 
@@ -214,32 +179,22 @@ def test_uv_project_switches_between_wheelhouse_builds(
         ds_wheels: dict[str, tuple[Path, str]], torch213_wheels: Path, torch214_wheels: Path,
         tmp_path: Path) -> None:
     wheelhouse = tmp_path / "wheelhouse"
-    for torch, (wheel, _) in ds_wheels.items():
+    for wheel, _ in ds_wheels.values():
         label = read_record(wheel)["label"]
         (wheelhouse / label).mkdir(parents=True)
         shutil.copy2(wheel, wheelhouse / label)
-    project = write_wheelhouse_project(tmp_path / "app", wheelhouse, torch213_wheels,
-                                       torch214_wheels)
-    env = clean_env(UV_PROJECT_ENVIRONMENT=str(project / ".venv"))
-    uv = uv_bin()
-    run([uv, "lock", "-p", "3.11"], cwd=project, env=env, timeout=900)
-    python = project / ".venv" / "bin" / "python"
-    for extra, torch, major_minor in (("cpu", "2.13.0+cpu", "2.13"),
-                                      ("cu130", "2.14.1", "2.14"),
-                                      ("cpu", "2.13.0+cpu", "2.13")):
-        result = run([uv, "sync", "--extra", extra], cwd=project, env=env, timeout=900)
-        assert "Built" not in result.stderr and "Building" not in result.stderr, result.stderr
-        # DeepSpeed logs to stdout on import; the answer is the last line.
-        installed, torch_info, record = json.loads(
-            run([python, "-c", INSTALLED], env=env).stdout.strip().splitlines()[-1])
-        assert installed == torch == record["torch"]
-        assert torch_info["version"] == major_minor
-        run([uv, "lock", "--check"], cwd=project, env=env)
-        again = run([uv, "sync", "--extra", extra], cwd=project, env=env)
-        assert "Installed" not in again.stderr and "Uninstalled" not in again.stderr, \
-            again.stderr
+    indexes = {"cpu": simple_index(torch213_wheels), "cu130": simple_index(torch214_wheels)}
+    project = example_project(
+        "wheelhouse-project", tmp_path / "app",
+        {**{url: indexes[k] for url, k in TORCH_URLS.items()},
+         "https://wheels.example.com/deepspeed/pt213cpu/": wheelhouse / "pt213cpu",
+         "https://wheels.example.com/deepspeed/pt214cu130/": wheelhouse / "pt214cu130"},
+        indexes["cu130"])
+    python = switch_extras(project, built_expected=False)
 
     # In the cpu environment, the prebuilt CPU Adam op loads and steps with no JIT compile.
+    run([uv_bin(), "sync", "--extra", "cpu"], cwd=project, env=project_env(project))
+    env = project_env(project)
     ext_dir = tmp_path / "torch_extensions"
     step = run([python, "-c", textwrap.dedent("""\
         import torch
@@ -253,3 +208,50 @@ def test_uv_project_switches_between_wheelhouse_builds(
         """)], env={**env, "TORCH_EXTENSIONS_DIR": str(ext_dir)})
     assert "stepped" in step.stdout
     assert not ext_dir.exists() or not any(ext_dir.rglob("*.so")), "no JIT build"
+
+
+def project_env(project: Path) -> dict[str, str]:
+    return clean_env(UV_PROJECT_ENVIRONMENT=str(project / ".venv"))
+
+
+def switch_extras(project: Path, *, built_expected: bool) -> Path:
+    """Lock, then sync cpu, cu130 and cpu again: each time the installed DeepSpeed must have
+    been built against the installed torch, the lock must stay valid, and a second sync must
+    change nothing. Returns the environment's python."""
+    env = project_env(project)
+    uv = uv_bin()
+    run([uv, "lock", "-p", "3.11"], cwd=project, env=env, timeout=900)
+    python = project / ".venv" / "bin" / "python"
+    builds = []
+    for extra, torch, major_minor in (("cpu", "2.13.0+cpu", "2.13"),
+                                      ("cu130", "2.14.1", "2.14"),
+                                      ("cpu", "2.13.0+cpu", "2.13")):
+        result = run([uv, "sync", "-v", "--extra", extra], cwd=project, env=env, timeout=900)
+        builds.append("Building deepspeed" in result.stderr
+                      or "Built deepspeed" in result.stderr)
+        # DeepSpeed logs to stdout on import; the answer is the last line.
+        installed, torch_info, record = json.loads(
+            run([python, "-c", INSTALLED], env=env).stdout.strip().splitlines()[-1])
+        assert installed == torch
+        assert torch_info["version"] == major_minor, (extra, torch_info)
+        if record is not None:
+            assert record["torch"] == torch
+        run([uv, "lock", "--check"], cwd=project, env=env)
+        again = run([uv, "sync", "--extra", extra], cwd=project, env=env)
+        assert "Installed" not in again.stderr and "Uninstalled" not in again.stderr, \
+            again.stderr
+    # Source builds: one per torch, and switching back reuses the first.
+    assert builds == ([True, True, False] if built_expected else [False, False, False])
+    return python
+
+
+def test_uv_project_source_builds_switch_with_match_runtime(
+        ds_sdist: Path, torch213_wheels: Path, torch214_wheels: Path, tmp_path: Path) -> None:
+    indexes = {"cpu": simple_index(torch213_wheels), "cu130": simple_index(torch214_wheels)}
+    project = example_project("source-build-project", tmp_path / "app",
+                              {url: indexes[k] for url, k in TORCH_URLS.items()},
+                              indexes["cu130"])
+    # DeepSpeed from the sdist of the registry, as a file here so the test is not networked.
+    with (project / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.uv.sources.deepspeed]\npath = "{ds_sdist}"\n')
+    switch_extras(project, built_expected=True)
