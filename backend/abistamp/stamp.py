@@ -252,7 +252,8 @@ def _atomic_output(target: Path) -> Iterator[int]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         yield fd
-        os.fsync(fd)
+        # No fsync: the rename is what readers and concurrent writers rely on, and a forced
+        # flush of a GiB-sized wheel would cost more than the whole rewrite.
         os.close(fd)
         fd = -1
         os.chmod(tmp, 0o644)
