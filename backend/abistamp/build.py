@@ -89,6 +89,30 @@ def passthrough(config_settings: ConfigSettings | None) -> dict[str, Any] | None
     return {k: v for k, v in config_settings.items() if not k.startswith(CONFIG_PREFIX)}
 
 
+def restores_process(method: Any) -> Any:
+    """Run a hook, then put os.environ and sys.path back as they were.
+
+    The wrapped backend changes both (setuptools adds the setup.py folder to sys.path, and
+    distutils sets PLAT); a frontend that calls several hooks in one process must not see it.
+    """
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        environ, path = dict(os.environ), list(sys.path)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            for key in [k for k in os.environ if k not in environ]:
+                del os.environ[key]
+            for key, value in environ.items():
+                if os.environ.get(key) != value:
+                    os.environ[key] = value
+            sys.path[:] = path
+
+    return wrapper
+
+
 class Build:
     """The state of one hook call."""
 
@@ -102,6 +126,7 @@ class Build:
 
     # --- build requirements ------------------------------------------------------------------
 
+    @restores_process
     def requires(self, hook: str) -> list[str]:
         wrapped = getattr(self.backend, hook, None)
         if hook == "get_requires_for_build_sdist":
@@ -195,6 +220,7 @@ class Build:
 
     # --- the hooks' work ---------------------------------------------------------------------
 
+    @restores_process
     def prepare_metadata(self, hook: str, metadata_directory: str) -> str:
         abi = self.detect_abi()
         name = getattr(self.backend, hook)(metadata_directory, self.config)
@@ -208,11 +234,12 @@ class Build:
             _atomic_write(meta, edit_metadata(text, version, (pin,)))
         return str(name)
 
+    @restores_process
     def build(self, hook: str, wheel_directory: str, metadata_directory: str | None) -> str:
         abi = self.detect_abi()
         out_dir = Path(wheel_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".abistamp-", dir=out_dir) as tmp:
+        with scratch_dir(out_dir) as tmp:
             with self.environment(abi) as facts:
                 try:
                     name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
@@ -231,10 +258,11 @@ class Build:
         log(f"wrote {result.name}")
         return result.name
 
+    @restores_process
     def sdist(self, sdist_directory: str) -> str:
         out_dir = Path(sdist_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".abistamp-", dir=out_dir) as tmp:
+        with scratch_dir(out_dir) as tmp:
             name = self.backend.build_sdist(tmp, self.config)
             target = sdist_post.finish(Path(tmp) / name, out_dir, self.project,
                                        mark_requires_dynamic=self.pin_allowed()[0])
@@ -331,6 +359,30 @@ def _patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = old
+
+
+@contextlib.contextmanager
+def scratch_dir(out_dir: Path) -> Iterator[str]:
+    """A private folder inside the frontend's output folder, for the wrapped backend's output.
+
+    Named with our pid, so that a later build can remove what a killed one left behind.
+    """
+    for stale in out_dir.glob(".abistamp-*-tmp*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f".abistamp-{os.getpid()}-tmp", dir=out_dir) as tmp:
+        yield tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _with(abi: TorchABI, **changes: Any) -> TorchABI:

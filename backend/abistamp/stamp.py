@@ -249,7 +249,9 @@ def _new_entry_time(epoch: int | None, fallback: tuple[int, ...]) -> tuple[int, 
 @contextlib.contextmanager
 def _atomic_output(target: Path) -> Iterator[int]:
     """A file descriptor to write the new file; renamed onto target only on success."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    remove_stale_parts(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part",
+                               dir=target.parent)
     try:
         yield fd
         # No fsync: the rename is what readers and concurrent writers rely on, and a forced
@@ -264,6 +266,20 @@ def _atomic_output(target: Path) -> Iterator[int]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_parts(folder: Path) -> None:
+    """Remove `.part` files that killed stampers left (their pid no longer runs)."""
+    for part in folder.glob(".*.whl.*.part"):
+        pid = part.name.rsplit(".", 3)[-3]
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+            except PermissionError:
+                pass
 
 
 # --- a minimal zip writer that copies members without recompressing --------------------------

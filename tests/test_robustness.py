@@ -1,0 +1,141 @@
+"""Interruption, stale leftovers, and a build that leaves nothing behind it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from installer.sources import WheelFile
+
+from .conftest import BACKEND, Env, run
+
+STAMPER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from abistamp.abi import TorchABI
+from abistamp.labels import build_tag, stamped_version
+from abistamp.stamp import Stamp, stamp_wheel
+abi = TorchABI("2.13.0+cpu")
+print("ready", flush=True)
+stamp_wheel(Path(sys.argv[1]), Path(sys.argv[2]),
+            Stamp(stamped_version("1.0", "pt213cpu"), build_tag(1, "pt213cpu"),
+                  ("torch==2.13.0+cpu",), abi.as_record()))
+"""
+
+
+@pytest.fixture(scope="module")
+def big_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 160 MiB wheel of 40 incompressible members: stamping takes long enough to be hit."""
+    folder = tmp_path_factory.mktemp("big")
+    wheel = folder / "big-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        rows = []
+        import base64
+        import hashlib
+
+        for i in range(40):
+            data = os.urandom(4 << 20)
+            zf.writestr(f"big/part{i}.bin", data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            rows.append(f"big/part{i}.bin,sha256={digest.decode()},{len(data)}")
+        zf.writestr("big-1.0.dist-info/METADATA",
+                    "Metadata-Version: 2.1\nName: big\nVersion: 1.0\n")
+        zf.writestr("big-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                    "Tag: py3-none-any\n")
+        rows += ["big-1.0.dist-info/METADATA,,", "big-1.0.dist-info/WHEEL,,",
+                 "big-1.0.dist-info/RECORD,,"]
+        zf.writestr("big-1.0.dist-info/RECORD", "\n".join(rows) + "\n")
+    return wheel
+
+
+def stamp_proc(wheel: Path, out: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", STAMPER, str(wheel), str(out), str(BACKEND)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_killing_the_stamper_never_leaves_a_partial_wheel(big_wheel: Path, tmp_path: Path
+                                                          ) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    rng = random.Random(20261124)
+    killed = 0
+    for i in range(24):
+        sig = signal.SIGKILL if i % 2 else signal.SIGINT
+        proc = stamp_proc(big_wheel, out)
+        time.sleep(rng.uniform(0.0, 0.08))
+        proc.send_signal(sig)
+        proc.communicate()
+        killed += proc.returncode != 0
+        for wheel in out.glob("*.whl"):
+            # A wheel that is there is whole: it was renamed into place after it was written.
+            with WheelFile.open(wheel) as wf:
+                wf.validate_record()
+            wheel.unlink()
+        leftovers = [p for p in out.iterdir() if not p.name.endswith(".part")]
+        assert leftovers == [], leftovers
+    assert killed >= 8, f"only {killed} of 24 runs were really interrupted"
+    # The next run succeeds and clears what killed runs left.
+    proc = stamp_proc(big_wheel, out)
+    assert proc.wait() == 0
+    assert [p.name for p in out.iterdir()] == ["big-1.0+pt213cpu-1pt213cpu-py3-none-any.whl"]
+
+
+BUILD_IN_PROCESS = """
+import json, os, sys
+sys.path.insert(0, "backend")
+# Importing setuptools adds its _vendor folder to sys.path once, for good; that is setuptools'
+# import, which any frontend running a setuptools-based backend has too.
+import setuptools.build_meta
+import abistamp.backend as b
+before = (dict(os.environ), list(sys.path))
+name = b.build_wheel(sys.argv[1])
+after = (dict(os.environ), list(sys.path))
+changed = sorted(k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k))
+print(json.dumps({"name": name, "env_changed": changed, "path_same": before[1] == after[1]}))
+"""
+
+
+def snapshot(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_a_build_writes_only_where_it_may_and_restores_the_process(
+        probe: Path, env213: Env, tmp_path: Path) -> None:
+    before = snapshot(probe)
+    out = tmp_path / "out"
+    result = run([env213.python, "-c", BUILD_IN_PROCESS, out], cwd=probe,
+                 env=env213.env(MAX_JOBS=""))
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["env_changed"] == [] and report["path_same"], report
+    assert [p.name for p in out.iterdir()] == [report["name"]], "no scratch folder is left"
+    after = snapshot(probe)
+    # What the project's own setup.py and setuptools write is theirs; nothing else may change.
+    theirs = ("build/", "abistamp_probe.egg-info/", "probe/_built.py")
+    added = sorted(k for k in after if k not in before and not k.startswith(theirs))
+    changed = sorted(k for k in before if before[k] != after.get(k))
+    assert added == [] and changed == [], (added, changed)
+
+
+def test_a_killed_builds_scratch_folder_is_removed_by_the_next(probe: Path, env213: Env,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = out / f".abistamp-{dead.pid}-tmpabcd"
+    stale.mkdir(parents=True)
+    (stale / "abistamp_probe-1.0.0-py3-none-any.whl").write_bytes(b"half")
+    run([env213.python, "-m", "build", "--wheel", "--no-isolation", "-o", out, probe])
+    assert not stale.exists()
+    assert len(list(out.glob("*.whl"))) == 1
