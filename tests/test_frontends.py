@@ -175,3 +175,59 @@ def test_local_version_setting_forces(setting: str, local: bool, probe: Path, en
     run([env213.python, "-m", "build", "--no-isolation", "--wheel", "-o", out,
          f"-Cabistamp.local-version={setting}", probe])
     assert read_record(only_wheel(out))["local_version"]["applied"] is local
+
+
+def test_editable_install_carries_the_record(probe: Path, env213: Env) -> None:
+    run([env213.python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e",
+         probe], env=env213.env())
+    code = ("import importlib.metadata as m, json; d = m.distribution('abistamp-probe'); "
+            "print(json.dumps([d.version, json.loads(d.read_text('abistamp.json'))]))")
+    import json
+
+    version, record = json.loads(env213.py(code).stdout)
+    assert version == "1.0.0" and record["editable"] is True
+    assert record["torch"] == env213.torch
+    run([env213.python, "-m", "pip", "uninstall", "-y", "abistamp-probe"], env=env213.env())
+
+
+MINIMAL_BACKEND = '''
+"""A PEP 517 backend with only the two mandatory hooks."""
+from setuptools import build_meta as _b
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return _b.build_wheel(wheel_directory, config_settings, metadata_directory)
+
+def build_sdist(sdist_directory, config_settings=None):
+    return _b.build_sdist(sdist_directory, config_settings)
+'''
+
+HOOKS = """
+import json, sys
+sys.path[:0] = ["backend"]
+import abistamp.backend as b
+names = ["get_requires_for_build_wheel", "get_requires_for_build_sdist",
+         "prepare_metadata_for_build_wheel", "get_requires_for_build_editable",
+         "prepare_metadata_for_build_editable", "build_editable", "build_wheel", "build_sdist"]
+print(json.dumps({n: hasattr(b, n) for n in names}))
+"""
+
+
+def test_optional_hooks_follow_the_wrapped_backend(probe: Path, env213: Env,
+                                                   tmp_path: Path) -> None:
+    import json
+
+    # An in-tree backend lives in a backend-path folder, which frontends put on sys.path.
+    (probe / "backend" / "minimal_backend.py").write_text(MINIMAL_BACKEND)
+    full = json.loads(run([env213.python, "-c", HOOKS], cwd=probe).stdout)
+    assert all(full.values()), full
+    minimal = json.loads(run([env213.python, "-c", HOOKS], cwd=probe,
+                             env=env213.env(ABISTAMP_BACKEND="minimal_backend")).stdout)
+    assert minimal == {**{n: False for n in minimal}, "get_requires_for_build_wheel": True,
+                       "get_requires_for_build_sdist": True, "build_wheel": True,
+                       "build_sdist": True}
+    # A frontend falls back to build_wheel for metadata, and the result is still stamped.
+    out = tmp_path / "out"
+    run([env213.python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", out,
+         probe], env=env213.env(ABISTAMP_BACKEND="minimal_backend"))
+    (wheel,) = out.glob("*.whl")
+    assert read_record(wheel)["torch"] == env213.torch

@@ -177,14 +177,15 @@ def read_module_constants(path: Path) -> dict[str, Any]:
         return values
     for node in tree.body:
         targets: list[ast.expr] = []
+        value: ast.expr | None = None
         if isinstance(node, ast.Assign):
-            targets = node.targets
+            targets, value = node.targets, node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets = [node.target]
+            targets, value = [node.target], node.value
         for target in targets:
-            if isinstance(target, ast.Name):
+            if isinstance(target, ast.Name) and value is not None:
                 try:
-                    values[target.id] = ast.literal_eval(node.value)  # type: ignore[arg-type]
+                    values[target.id] = ast.literal_eval(value)
                 except (ValueError, TypeError, SyntaxError):
                     pass
     return values

@@ -13,9 +13,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
@@ -24,6 +24,10 @@ from .labels import build_tag, check_expected, render_label, stamped_version, to
 from .profiles import Profile, select_profile
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
 from .stamp import RECORD_NAME, Stamp, read_wheel, stamp_wheel
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def log(message: str) -> None:
@@ -89,7 +93,7 @@ def passthrough(config_settings: ConfigSettings | None) -> dict[str, Any] | None
     return {k: v for k, v in config_settings.items() if not k.startswith(CONFIG_PREFIX)}
 
 
-def restores_process(method: Any) -> Any:
+def restores_process(method: Callable[P, R]) -> Callable[P, R]:
     """Run a hook, then put os.environ and sys.path back as they were.
 
     The wrapped backend changes both (setuptools adds the setup.py folder to sys.path, and
@@ -98,7 +102,7 @@ def restores_process(method: Any) -> Any:
     import functools
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         environ, path = dict(os.environ), list(sys.path)
         try:
             return method(*args, **kwargs)
@@ -418,10 +422,10 @@ def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]
             check_cuda_toolchain(abi, toolkit, cuda_sources[0])
         original(self)
 
-    build_ext.run = run  # type: ignore[method-assign]
+    build_ext.run = run
 
     def undo() -> None:
-        build_ext.run = original  # type: ignore[method-assign]
+        build_ext.run = original
 
     return undo
 

@@ -234,7 +234,8 @@ CLI_TABLES = frozenset({"matrix"})
 def read_pyproject(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data: dict[str, Any] = tomllib.load(f)
+            return data
     except tomllib.TOMLDecodeError as e:
         raise AbistampError(f"`{path.name}` is not valid TOML: {e}", f"correct `{path}`") from None
 
