@@ -25,7 +25,6 @@ from .profiles import Profile, select_profile
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
 from .stamp import RECORD_NAME, Stamp, read_wheel, stamp_wheel
 
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
