@@ -1,0 +1,344 @@
+"""`abistamp check`: does what is installed in an environment match the torch installed there?
+
+Everything is read from files, nothing is imported: an environment's torch from
+`torch/version.py` and its `.dist-info`, each distribution's `abistamp.json` from its
+`.dist-info` (editable installs carry one too), DeepSpeed's `torch_info` from
+`deepspeed/git_version_info_installed.py` (stamped or not), and the CPU from /proc/cpuinfo. A
+GPU is asked about (`nvidia-smi`) only when a record says CUDA code was compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .abi import TorchABI, read_module_constants
+from .stamp import RECORD_NAME
+
+DS_INFO = Path("deepspeed") / "git_version_info_installed.py"
+
+
+@dataclasses.dataclass
+class Finding:
+    name: str
+    version: str
+    source: str  # "abistamp.json" or "deepspeed torch_info"
+    built_for: str
+    status: str  # "ok", "MISMATCH" or "unknown"
+    problems: list[str]
+    fix: str | None
+    editable: bool
+    location: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Report:
+    python: str
+    site_packages: list[str]
+    torch: TorchABI | None
+    cpu_flags: set[str]
+    findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.status != "MISMATCH" for f in self.findings)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "python": self.python,
+            "site_packages": self.site_packages,
+            "torch": self.torch.as_record() if self.torch else None,
+            "machine": platform.machine(),
+            "ok": self.ok,
+            "results": [f.as_json() for f in self.findings],
+        }
+
+
+def check_environment(python: Path) -> Report:
+    from .envs import site_dirs
+    from .profiles.deepspeed import host_cpu_flags
+
+    sites = site_dirs(python)
+    from .abi import read_installed
+
+    torch = read_installed(sites)
+    host_flags = host_cpu_flags()
+    findings: list[Finding] = []
+    seen_deepspeed = False
+    gpus: list[str] | None = None
+    for site in sites:
+        for dist_info in sorted(site.glob("*.dist-info")):
+            record_file = dist_info / RECORD_NAME
+            if not record_file.is_file():
+                continue
+            try:
+                record = json.loads(record_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                findings.append(_unreadable(dist_info, str(e)))
+                continue
+            name, version = _dist_name_version(dist_info)
+            editable = bool(record.get("editable")) or _is_editable(dist_info)
+            problems = record_problems(record, torch)
+            profile = record.get("profile") or {}
+            problems += cpu_problems(profile.get("cpu"), host_flags)
+            if record.get("compiled_cuda") and record.get("cuda_arch_list"):
+                if gpus is None:
+                    gpus = gpu_capabilities()
+                problems += arch_problems(str(record["cuda_arch_list"]), gpus)
+            if _canonical(name) == "deepspeed":
+                seen_deepspeed = True
+                info_file = find_deepspeed_info(sites)
+                if info_file is not None:
+                    problems += deepspeed_problems(info_file, torch)
+            built = f"torch {record.get('torch')} ({record.get('accelerator')})"
+            findings.append(Finding(
+                name=name, version=version, source=RECORD_NAME, built_for=built,
+                status="MISMATCH" if problems else "ok", problems=problems,
+                fix=_fix(name, record, torch, editable) if problems else None,
+                editable=editable, location=str(dist_info)))
+    if not seen_deepspeed:
+        info_file = find_deepspeed_info(sites)
+        if info_file is not None:
+            findings.append(deepspeed_finding(info_file, sites, torch))
+    return Report(str(python), [str(s) for s in sites], torch, host_flags, findings)
+
+
+def record_problems(record: dict[str, Any], torch: TorchABI | None) -> list[str]:
+    if torch is None:
+        return [f"built for torch {record.get('torch')}, but torch is not installed"]
+    try:
+        built = TorchABI.from_record(record)
+        if (built.major, built.minor) != (torch.major, torch.minor):
+            return [f"built for torch {built.torch_version}, installed torch is "
+                    + torch.torch_version]
+        if built.accelerator != torch.accelerator:
+            found = f"installed torch {torch.torch_version} is {torch.accelerator}"
+            return [f"built for {built.accelerator} (torch {built.torch_version}), {found}"]
+    except (KeyError, ValueError) as e:
+        return [f"the record cannot be read ({type(e).__name__}: {e})"]
+    pin = record.get("pin")
+    if pin:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        try:
+            if not Requirement(pin).specifier.contains(torch.torch_version, prereleases=True):
+                return [f"installed torch {torch.torch_version} does not satisfy the pin `{pin}`"]
+        except InvalidRequirement:
+            pass
+    return []
+
+
+def cpu_problems(cpu: Any, host_flags: set[str]) -> list[str]:
+    """The instruction sets a build's CPU code assumes, against this machine's."""
+    if not isinstance(cpu, dict):
+        return []
+    problems = []
+    machine = cpu.get("machine")
+    if machine and machine != platform.machine():
+        problems.append(f"CPU code built for {machine}, this machine is {platform.machine()}")
+    flags = cpu.get("flags") or []
+    if host_flags and flags:
+        missing = sorted(set(flags) - host_flags)
+        if missing:
+            problems.append(f"CPU code assumes {', '.join(missing)}, which this CPU lacks "
+                            f"(built with -march={cpu.get('march')})")
+    return problems
+
+
+def gpu_capabilities() -> list[str]:
+    """Compute capabilities of the GPUs here (`9.0`), from nvidia-smi; [] without one."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted({line.strip() for line in out.splitlines() if line.strip()[:1].isdigit()})
+
+
+def arch_problems(arch_list: str, gpus: list[str]) -> list[str]:
+    """Whether each GPU here can run code compiled for TORCH_CUDA_ARCH_LIST `arch_list`."""
+    entries = [e for e in arch_list.replace(",", ";").replace(" ", ";").split(";") if e]
+    cubins, ptx = set(), []
+    for entry in entries:
+        base = entry.removesuffix("+PTX")
+        cubins.add(_cap(base))
+        if entry.endswith("+PTX"):
+            ptx.append(_cap(base))
+    problems = []
+    for gpu in gpus:
+        cap = _cap(gpu)
+        # SASS runs on the same major with an equal or higher minor; PTX is JIT-compiled for
+        # any newer GPU.
+        if not any(c[0] == cap[0] and c <= cap for c in cubins) and not any(
+                p <= cap for p in ptx):
+            problems.append(f"compiled for CUDA archs {arch_list}; this GPU is sm_{gpu}")
+    return problems
+
+
+def _cap(text: str) -> tuple[int, int]:
+    major, _, minor = text.strip().partition(".")
+    try:
+        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    except ValueError:
+        return (0, 0)
+
+
+def find_deepspeed_info(sites: list[Path]) -> Path | None:
+    """DeepSpeed's build record: in site-packages, or where an editable install points."""
+    for site in sites:
+        direct = site / DS_INFO
+        if direct.is_file():
+            return direct
+    for site in sites:
+        # setuptools' editable finder maps the package to the source tree.
+        for finder in sorted(site.glob("__editable___*_finder.py")):
+            mapping = read_module_constants(finder).get("MAPPING")
+            if isinstance(mapping, dict) and isinstance(mapping.get("deepspeed"), str):
+                candidate = Path(mapping["deepspeed"]) / DS_INFO.name
+                if candidate.is_file():
+                    return candidate
+        # Path entries in .pth files (legacy develop installs, compat editable mode).
+        for pth in sorted(site.glob("*.pth")):
+            try:
+                lines = pth.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith(("#", "import")):
+                    candidate = Path(line) / DS_INFO
+                    if candidate.is_file():
+                        return candidate
+    return None
+
+
+def deepspeed_problems(info_file: Path, torch: TorchABI | None) -> list[str]:
+    from .profiles.deepspeed import torch_info_problems
+
+    values = read_module_constants(info_file)
+    torch_info = values.get("torch_info")
+    if not isinstance(torch_info, dict):
+        return []
+    if torch is None:
+        built = torch_info.get("version")
+        return [f"DeepSpeed was built for torch {built}, but torch is not installed"]
+    if str(torch_info.get("version")) == "0.0":
+        return []  # built without torch: no ops compiled, nothing to go stale
+    # DeepSpeed checks its prebuilt ops against torch's major.minor, CUDA and HIP at load.
+    return [f"DeepSpeed {p.replace('build ', 'installed ')}"
+            for p in torch_info_problems(torch_info, torch)]
+
+
+def deepspeed_finding(info_file: Path, sites: list[Path], torch: TorchABI | None) -> Finding:
+    values = read_module_constants(info_file)
+    torch_info = values.get("torch_info") if isinstance(values.get("torch_info"), dict) else {}
+    assert isinstance(torch_info, dict)
+    version = str(values.get("version", "?"))
+    for site in sites:
+        for dist_info in site.glob("deepspeed-*.dist-info"):
+            version = _dist_name_version(dist_info)[1]
+    problems = deepspeed_problems(info_file, torch)
+    built = (f"torch {torch_info.get('version')} (cuda {torch_info.get('cuda_version')})"
+             if torch_info else "unknown")
+    return Finding(
+        name="deepspeed", version=version, source="deepspeed torch_info", built_for=built,
+        status="MISMATCH" if problems else ("ok" if torch_info else "unknown"),
+        problems=problems,
+        fix=("install a DeepSpeed built for the installed torch (abistamp build deepspeed==VERSION "
+             "--torch torch==X), or rebuild it with --no-build-isolation against this torch; "
+             "uv users: extra-build-dependencies with match-runtime (docs/deepspeed.md)")
+        if problems else None,
+        editable=site_of(info_file, sites) is None, location=str(info_file))
+
+
+def site_of(path: Path, sites: list[Path]) -> Path | None:
+    for site in sites:
+        if site in path.parents:
+            return site
+    return None
+
+
+def _fix(name: str, record: dict[str, Any], torch: TorchABI | None, editable: bool) -> str:
+    if editable:
+        return (f"rebuild {name} in place against the installed torch "
+                "(pip install --no-build-isolation -e SRC, or uv sync), or switch torch back to "
+                f"{record.get('torch')}")
+    want = torch.torch_version if torch else "the torch you install"
+    return (f"install the {name} wheel built for torch {want} (abistamp build ... --torch "
+            f"torch=={want}), or switch torch back to {record.get('torch')}")
+
+
+def _dist_name_version(dist_info: Path) -> tuple[str, str]:
+    name = version = None
+    try:
+        with (dist_info / "METADATA").open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                if line.startswith("Name:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("Version:"):
+                    version = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    stem_name, _, stem_version = dist_info.name[: -len(".dist-info")].partition("-")
+    return name or stem_name, version or stem_version
+
+
+def _is_editable(dist_info: Path) -> bool:
+    try:
+        data = json.loads((dist_info / "direct_url.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(data, dict) and data.get("dir_info", {}).get("editable"))
+
+
+def _unreadable(dist_info: Path, why: str) -> Finding:
+    name, version = _dist_name_version(dist_info)
+    return Finding(name, version, RECORD_NAME, "?", "unknown", [f"unreadable record: {why}"],
+                   "reinstall the distribution", False, str(dist_info))
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def render_table(report: Report) -> str:
+    torch = report.torch
+    lines = [
+        f"python:  {report.python}",
+        "torch:   " + (f"{torch.torch_version} ({torch.accelerator})" if torch
+                       else "not installed"),
+    ]
+    if not report.findings:
+        lines.append("no distribution here carries an abistamp record or DeepSpeed torch_info")
+        return "\n".join(lines) + "\n"
+    rows = [("DISTRIBUTION", "VERSION", "BUILT FOR", "STATUS")]
+    for f in report.findings:
+        rows.append((f.name + (" (editable)" if f.editable else ""), f.version, f.built_for,
+                     f.status))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines.append("")
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    for f in report.findings:
+        for p in f.problems:
+            lines.append(f"{f.name}: {p}")
+        if f.fix:
+            lines.append(f"  fix: {f.fix}")
+    mismatches = sum(f.status == "MISMATCH" for f in report.findings)
+    lines.append("")
+    lines.append(f"{mismatches} mismatch(es) in {len(report.findings)} checked" if mismatches
+                 else f"all {len(report.findings)} match the installed torch")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,440 @@
+"""The `abistamp` command line: build an ABI matrix into a wheelhouse, stamp, inspect, check,
+configure uv. See docs/cli.md.
+
+Exit codes: 0 success; 1 a mismatch (`check`) or a failed variant (`build`); 2 a usage or input
+error (the message says which and how to fix it); 130 interrupted.
+
+The build backend never imports this module, and this module imports each command's code only
+when that command runs, so `abistamp check` starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AbistampError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DESCRIPTION = """\
+Build, stamp, inspect and check torch extension wheels by the torch ABI they were built for.
+
+commands:
+  build      build one source for several torch variants into a per-ABI wheelhouse
+  stamp      stamp wheels built elsewhere with the ABI of an environment's torch
+  inspect    show the ABI record, stamps and torch pins of wheels
+  check      compare what is installed in an environment with its torch
+  uv-config  print the uv configuration that routes extras to a wheelhouse's ABIs
+"""
+
+EPILOG = """\
+examples:
+  abistamp build examples/tiny-ext --torch torch==2.13.0 --torch torch==2.14.1 -o wheelhouse
+  abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1 -o wh
+  abistamp stamp dist/foo-1.0-cp311-cp311-linux_x86_64.whl --python .venv -o stamped/
+  abistamp inspect wheelhouse/pt213cpu/*.whl
+  abistamp check --python .venv/bin/python
+  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra cu130=pt214cu130
+
+exit codes: 0 ok; 1 a mismatch (check) or a failed variant (build); 2 usage or input error;
+130 interrupted. Documentation: docs/cli.md.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code is 2 too; one line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (fix: see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="abistamp", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"abistamp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    b = sub.add_parser(
+        "build", formatter_class=fmt, help="build a source for several torch variants",
+        description="Build SOURCE once per torch variant, each in a fresh environment made by "
+        "uv, stamped by the abistamp backend (even when the project does not declare it), into "
+        "WHEELHOUSE/<abi-label>/. Variants already in the wheelhouse are skipped.",
+        epilog="examples:\n"
+        "  abistamp build . --torch torch==2.13.0 --torch torch==2.14.1\n"
+        "  abistamp build dist/foo-1.0.tar.gz --torch 'torch==2.5.*' "
+        "--index-url https://download.pytorch.org/whl/cu124\n"
+        "  abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1\n"
+        "  abistamp build . --python /opt/envs/torch26/bin/python   # that env's own torch\n")
+    b.add_argument("source", metavar="SOURCE",
+                   help="a source tree, an sdist file, or `name==version` (fetched with pip)")
+    b.add_argument("--torch", action="append", default=[], metavar="SPEC",
+                   help="a torch requirement to build against (repeatable): one variant each")
+    b.add_argument("--python", action="append", default=[], metavar="PATH",
+                   help="build in this existing environment with its own torch (repeatable); "
+                   "nothing is installed into it")
+    b.add_argument("-o", "--wheelhouse", "--out-dir", default="wheelhouse", metavar="WHEELHOUSE",
+                   help="the wheelhouse folder (default: ./wheelhouse)")
+    b.add_argument("--index-url", metavar="URL", help="where to get torch (as with pip and uv)")
+    b.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
+    b.add_argument("--find-links", "-f", action="append", default=[], metavar="PATH_OR_URL")
+    b.add_argument("--base-python", metavar="PATH",
+                   help="the interpreter new build environments are made from "
+                   "(default: the one running abistamp)")
+    b.add_argument("-C", "--config-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a PEP 517 config setting for every variant, e.g. "
+                   "-C abistamp.label=cu{cuda}torch{major}.{minor}")
+    b.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the builds, recorded and part of the "
+                   "variant's key (e.g. DS_BUILD_CPU_ADAM=1)")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build again even when the variant is in the wheelhouse")
+    b.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="variants built at once (default 1); MAX_JOBS is divided among them")
+    b.add_argument("--work-dir", metavar="DIR",
+                   help="where build environments, source copies and logs go (default: "
+                   "$TMPDIR/abistamp-$UID)")
+    b.set_defaults(func=cmd_build)
+
+    s = sub.add_parser(
+        "stamp", formatter_class=fmt, help="stamp wheels built elsewhere",
+        description="Stamp wheels built without abistamp (plain setuptools, downloaded) with "
+        "the ABI of an environment's torch, by the backend's rules and code.",
+        epilog="examples:\n"
+        "  abistamp stamp dist/*.whl --python .venv\n"
+        "  abistamp stamp other.whl --abi-from wheelhouse/pt213cpu/tiny_ext-*.whl -o out/\n")
+    s.add_argument("wheels", nargs="+", metavar="WHEEL")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--python", metavar="PATH",
+                     help="the environment whose torch the wheels were built against "
+                     "(its python is run once to read torch's C++ ABI)")
+    src.add_argument("--abi-from", metavar="WHEEL",
+                     help="take the ABI from the record of a wheel abistamp stamped")
+    s.add_argument("-o", "--out-dir", metavar="DIR", help="default: beside each wheel")
+    s.add_argument("-C", "--config-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="abistamp settings (label, pin, build-number, local-version...)")
+    s.add_argument("--project", metavar="DIR",
+                   help="read [tool.abistamp] from this project's pyproject.toml")
+    s.set_defaults(func=cmd_stamp)
+
+    i = sub.add_parser("inspect", formatter_class=fmt, help="show a wheel's ABI stamps",
+                       description="Show the ABI record, stamps and torch pins of wheels.",
+                       epilog="example:\n  abistamp inspect --json wheelhouse/*/*.whl\n")
+    i.add_argument("wheels", nargs="+", metavar="WHEEL")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser(
+        "check", formatter_class=fmt, help="check an environment against its torch",
+        description="For every installed distribution with an abistamp record (editable "
+        "installs included) and for DeepSpeed's torch_info, compare with the installed torch; "
+        "also CPU flags and, with a GPU, CUDA archs. Reads files only: no import of torch. "
+        "Exit code 1 on any mismatch.",
+        epilog="examples:\n  abistamp check                 # $VIRTUAL_ENV, ./.venv, or this "
+        "python\n  abistamp check --python .venv --json\n")
+    c.add_argument("--python", metavar="PATH", help="the environment's python or folder")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_check)
+
+    u = sub.add_parser(
+        "uv-config", formatter_class=fmt, help="print uv configuration for a wheelhouse",
+        description="Print the pyproject.toml tables that make a uv project install each extra's "
+        "wheels from one ABI folder of WHEELHOUSE (with --source-build: build them from source "
+        "per torch instead).",
+        epilog="examples:\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra "
+        "cu130=pt214cu130\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --format simple "
+        "--base-url https://wheels.example.com/wh\n")
+    u.add_argument("wheelhouse", metavar="WHEELHOUSE")
+    u.add_argument("--extra", action="append", default=[], required=True, metavar="NAME=ABI",
+                   help="an extra of your project and the ABI folder it installs from")
+    u.add_argument("--package", action="append", default=[], metavar="NAME",
+                   help="only these packages (default: every package in those folders)")
+    u.add_argument("--format", choices=("flat", "simple"), default="flat",
+                   help="index kind: flat (the folder's index.html) or simple (PEP 503)")
+    u.add_argument("--base-url", metavar="URL",
+                   help="where the wheelhouse is served (default: its local file:// URL)")
+    u.add_argument("--no-torch", action="store_true",
+                   help="leave torch's index to your own configuration")
+    u.add_argument("--source-build", action="store_true",
+                   help="configure source builds with match-runtime instead of the wheels")
+    u.set_defaults(func=cmd_uv_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code: int = args.func(args)
+        return code
+    except AbistampError as e:
+        print(f"abistamp: error: {e.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("abistamp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise AbistampError(f"`{option} {value}` is not of the form KEY=VALUE",
+                                f"write it as `{option} NAME=VALUE`")
+        out[key.strip()] = val
+    return out
+
+
+def parse_config(values: list[str]) -> dict[str, str | list[str]]:
+    """`-C k=v` repeated: a list when a key repeats, as pip and build pass them."""
+    out: dict[str, str | list[str]] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise AbistampError(f"`-C {value}` is not of the form KEY=VALUE",
+                                "write it as `-C abistamp.label=pt{major}{minor}`")
+        key = key.strip()
+        if key in out:
+            old = out[key]
+            out[key] = [*old, val] if isinstance(old, list) else [old, val]
+        else:
+            out[key] = val
+    return out
+
+
+def say(text: str) -> None:
+    print(f"abistamp: {text}", file=sys.stderr, flush=True)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# --- build --------------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import threading
+
+    from .envs import resolve_python
+    from .labels import parse_torch_requirement
+    from .matrix import Matrix, Plan, Variant, recorded_environ, resolve_source
+    from .settings import Settings
+    from .wheelhouse import Wheelhouse
+
+    if not args.torch and not args.python:
+        raise AbistampError("no variant to build",
+                            "name at least one `--torch SPEC` or `--python PATH`")
+    if args.jobs < 1:
+        raise AbistampError(f"`--jobs {args.jobs}` must be at least 1", "pass `--jobs 2`")
+    for spec in args.torch:
+        parse_torch_requirement(spec, f"`--torch {spec}`")
+    config = parse_config(args.config_setting)
+    explicit_env = parse_pairs(args.env, "--env")
+    # Unknown settings fail here, once, rather than in every variant's build.
+    Settings.load(Path("/nonexistent-abistamp-project"), config, {**os.environ, **explicit_env})
+    wheelhouse = Wheelhouse(Path(args.wheelhouse))
+    work_root = Path(args.work_dir).absolute() if args.work_dir else None
+    skip = [wheelhouse.root] + ([work_root] if work_root else [])
+    source = resolve_source(args.source, skip)
+    base = resolve_python(args.base_python) if args.base_python else Path(sys.executable)
+    variants = [Variant(spec, base) for spec in args.torch]
+    variants += [Variant(None, resolve_python(p)) for p in args.python]
+    find_links = [str(Path(f).absolute()) if "://" not in f and Path(f).exists() else f
+                  for f in args.find_links]
+    plan = Plan(source=source, wheelhouse=wheelhouse, variants=variants,
+                index_url=args.index_url, extra_index_urls=list(args.extra_index_url),
+                find_links=find_links, config=config, environ=recorded_environ(explicit_env),
+                rebuild=args.rebuild, jobs=args.jobs)
+    if work_root:
+        plan.work_root = work_root
+    width = max(len(v.name) for v in variants)
+    lock = threading.Lock()
+
+    def progress(variant: Variant | None, text: str) -> None:
+        with lock:
+            say(f"[{variant.name.ljust(width)}] {text}" if variant else text)
+
+    started = time.monotonic()
+    matrix = Matrix(plan, progress)
+    outcomes = matrix.run()
+    rows: list[tuple[str, ...]] = [("VARIANT", "STATUS", "ABI", "WHEEL", "TIME")]
+    for o in outcomes:
+        entry = o.entry or {}
+        wheel = str(entry.get("wheel", "-"))
+        rows.append((o.variant.name, o.status, str(entry.get("label", "-")),
+                     wheel.split("/", 1)[-1] if o.status in ("built", "skipped") else
+                     (o.note[:100] if o.note else "-"),
+                     f"{o.seconds:.1f}s" if o.status != "skipped" else "-"))
+    print(table(rows))
+    failed = [o for o in outcomes if o.status in ("failed", "cancelled")]
+    print(f"wheelhouse: {wheelhouse.root} ({len(outcomes) - len(failed)} of {len(outcomes)} "
+          f"variants ready, {time.monotonic() - started:.1f} s)")
+    for o in failed:
+        if o.log:
+            print(f"{o.variant.name}: {o.status}; log: {o.log}")
+    if matrix.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_MISMATCH if failed else EXIT_OK
+
+
+# --- stamp --------------------------------------------------------------------------------------
+
+
+def cmd_stamp(args: argparse.Namespace) -> int:
+    from .envs import detect_in, resolve_python
+    from .restamp import abi_from_wheel, stamp_files
+
+    wheels = [Path(w) for w in args.wheels]
+    for w in wheels:
+        if not w.is_file():
+            raise AbistampError(f"`{w}` does not exist", "check the path")
+    abi = abi_from_wheel(Path(args.abi_from)) if args.abi_from else \
+        detect_in(resolve_python(args.python))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    project = Path(args.project) if args.project else None
+    results = stamp_files(wheels, abi, out_dir, parse_config(args.config_setting), project)
+    for src, dest in zip(wheels, results):
+        print(f"{src.name} -> {dest}")
+    return EXIT_OK
+
+
+# --- inspect ------------------------------------------------------------------------------------
+
+
+def describe_wheel(path: Path) -> dict[str, Any]:
+    from .stamp import read_wheel
+
+    info = read_wheel(path)
+    head = info.metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
+    requires = [ln.split(":", 1)[1].strip() for ln in head.splitlines()
+                if ln.lower().startswith("requires-dist:")]
+    torch_requires = [r for r in requires if r.split(";")[0].strip().lower().startswith("torch")
+                      and r[5:6] in ("", " ", "=", "<", ">", "!", "~", "[", "(", ";")]
+    data: dict[str, Any] = {
+        "wheel": path.name, "path": str(path), "name": info.name, "version": info.version,
+        "build_tag": info.build_tag, "tags": info.tags, "torch_requires": torch_requires,
+        "record": info.abi_record,
+    }
+    if not info.abi_record or not info.abi_record.get("profile"):
+        import zipfile
+
+        from .profiles.deepspeed import INFO_MODULE, read_info
+
+        with zipfile.ZipFile(path) as zf:
+            if INFO_MODULE in zf.namelist():
+                ds = read_info(zf.read(INFO_MODULE).decode("utf-8"))
+                data["deepspeed"] = {"torch_info": ds.get("torch_info"),
+                                     "installed_ops": sorted(k for k, v in
+                                                             (ds.get("installed_ops") or {})
+                                                             .items() if v)}
+    return data
+
+
+def render_wheel(d: dict[str, Any]) -> str:
+    r = d["record"]
+    lines = [d["wheel"]]
+
+    def row(key: str, value: Any) -> None:
+        lines.append(f"  {key:<14}{value}")
+
+    row("version", d["version"])
+    row("build tag", d["build_tag"] or "-")
+    row("tags", d["tags"])
+    row("torch pins", ", ".join(d["torch_requires"]) or "none")
+    if not r:
+        row("abistamp", "no record: this wheel is not stamped")
+    else:
+        cxx = {True: "yes", False: "no", None: "unknown"}[r.get("cxx11abi")]
+        row("torch", f"{r.get('torch')} ({r.get('accelerator')}; C++11 ABI {cxx})")
+        if r.get("cuda") or r.get("hip"):
+            row("cuda/hip", f"cuda {r.get('cuda') or '-'}, hip {r.get('hip') or '-'}, "
+                f"nvcc {r.get('nvcc') or '-'}, archs {r.get('cuda_arch_list') or 'default'}, "
+                f"compiled CUDA: {r.get('compiled_cuda')}")
+        lv = r.get("local_version") or {}
+        row("label", f"{r.get('label')} (local version "
+            f"{'added' if lv.get('applied') else 'not added'}: {lv.get('reason', '-')})")
+        row("version from", r.get("original_version"))
+        row("pin", r.get("pin") or "none")
+        extras = []
+        if r.get("editable"):
+            extras.append("editable")
+        if r.get("stamped_after_build"):
+            extras.append("stamped after the build")
+        if extras:
+            row("notes", ", ".join(extras))
+        profile = r.get("profile")
+        if profile:
+            ti = profile.get("torch_info") or {}
+            ops = ", ".join(profile.get("installed_ops") or []) or "none"
+            row("profile", f"{profile.get('name')}: ops {ops}; "
+                f"torch_info {ti.get('version')} cuda {ti.get('cuda_version')}")
+            cpu = profile.get("cpu")
+            if cpu:
+                row("cpu", f"{cpu.get('machine')} -march={cpu.get('march')} "
+                    f"({' '.join(cpu.get('flags') or [])})")
+        row("stamped by", f"abistamp {r.get('abistamp')} (record schema {r.get('schema')})")
+    if d.get("deepspeed"):
+        ti = d["deepspeed"]["torch_info"] or {}
+        row("deepspeed", f"torch_info {ti.get('version')} cuda {ti.get('cuda_version')}; ops "
+            f"{', '.join(d['deepspeed']['installed_ops']) or 'none'}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    described = [describe_wheel(Path(w)) for w in args.wheels]
+    if args.json:
+        print(json.dumps(described, indent=2, sort_keys=True))
+    else:
+        print("\n\n".join(render_wheel(d) for d in described))
+    return EXIT_OK
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_environment, render_table
+    from .envs import default_python, resolve_python
+
+    python = resolve_python(args.python) if args.python else default_python()
+    report = check_environment(python)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_table(report))
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+# --- uv-config ----------------------------------------------------------------------------------
+
+
+def cmd_uv_config(args: argparse.Namespace) -> int:
+    from .uvconfig import parse_extras, plan_routes, render
+    from .wheelhouse import Wheelhouse
+
+    wheelhouse = Wheelhouse(Path(args.wheelhouse))
+    routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
+    sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
+                            with_torch=not args.no_torch, source_build=args.source_build))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""`abistamp stamp`: stamp wheels built elsewhere with the ABI of a given torch.
+
+The stamps are the backend's (label, local version, build tag, torch pin, ABI record), made by
+the same functions (`labels`, `stamp.stamp_wheel`) from the same settings. Two decisions differ
+because the wheel is finished: the local version label is added under `auto` (no frontend
+holds this wheel's metadata), and the pin is added (the stamped wheel is a new artifact).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .abi import TorchABI
+from .errors import AbistampError
+from .labels import build_tag, render_label, stamped_version, torch_pin
+from .settings import ConfigSettings, Settings
+from .stamp import Stamp, read_wheel, stamp_wheel
+
+
+def abi_from_wheel(wheel: Path) -> TorchABI:
+    record = read_wheel(wheel).abi_record
+    if not record or not record.get("torch"):
+        raise AbistampError(f"`{wheel.name}` (given to `--abi-from`) carries no abistamp record",
+                            "pass a wheel that abistamp stamped, or use `--python ENV`")
+    return TorchABI.from_record(record)
+
+
+def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
+    info = read_wheel(wheel)
+    label = render_label(settings.label, abi, settings.origin("label"))
+    base = (info.abi_record or {}).get("original_version", info.version)
+    mode = settings.local_version
+    apply = mode != "never"
+    reason = (f"`local-version` is `{mode}`" if mode != "auto"
+              else "stamping a finished wheel: no frontend holds its metadata")
+    pin_req = torch_pin(abi, settings.pin)
+    pin = str(pin_req) if pin_req else None
+    record: dict[str, Any] = {
+        **abi.as_record(),
+        "label": label,
+        "local_version": {"applied": apply, "reason": reason},
+        "pin": pin,
+        "ninja": None,
+        "compiled_cuda": None,
+        "editable": False,
+        "stamped_after_build": True,
+    }
+    profile = deepspeed_profile(wheel, abi)
+    if profile is not None:
+        record["profile"] = profile
+    return Stamp(
+        version=stamped_version(base, label) if apply else None,
+        build_tag=build_tag(settings.build_number, label, settings.origin("label"))
+        if settings.build_tag else None,
+        requires=(pin,) if pin else (),
+        record=record,
+    )
+
+
+def deepspeed_profile(wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
+    """For a DeepSpeed wheel: check its torch_info against the ABI, as the backend does."""
+    from .profiles.deepspeed import CPU_OPS, INFO_MODULE, read_info, torch_info_problems
+
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            source = zf.read(INFO_MODULE).decode("utf-8")
+        except KeyError:
+            return None
+    info = read_info(source)
+    problems = torch_info_problems(info.get("torch_info") or {}, abi)
+    if problems:
+        raise AbistampError(
+            f"`{wheel.name}` was built for another torch than the one given "
+            f"({'; '.join(problems)})",
+            "stamp it with the ABI of the torch it was built against")
+    ops = sorted(k for k, v in (info.get("installed_ops") or {}).items() if v)
+    return {
+        "name": "deepspeed",
+        "accelerator_name": info.get("accelerator_name"),
+        "torch_info": info.get("torch_info"),
+        "installed_ops": ops,
+        # What -march its CPU ops were compiled with is not in the wheel: unknown.
+        "cpu": None,
+        "cpu_ops_unknown_flags": [op for op in ops if op in CPU_OPS] or None,
+        "environ": {},
+    }
+
+
+def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
+                config: ConfigSettings, project: Path | None) -> list[Path]:
+    settings = Settings.load(project or Path("/nonexistent-abistamp-project"), config)
+    results = []
+    for wheel in wheels:
+        stamp = plan_stamp(wheel, abi, settings)
+        results.append(stamp_wheel(wheel, out_dir or wheel.parent, stamp))
+    return results

@@ -1,0 +1,262 @@
+"""`abistamp uv-config`: the uv project configuration that routes each extra to one ABI.
+
+From a wheelhouse's manifest: which packages each ABI folder holds, which torch each was built
+against and where that torch came from. The output is TOML to paste into a uv project's
+pyproject.toml: one explicit index per ABI folder (flat or PEP 503), `[tool.uv.sources]`
+entries that send each package (and torch) to the index of each extra, the `conflicts` that let
+the extras have different versions, and `environments` limited to the platforms the wheels are
+for. With `--source-build`, the configuration for building the packages from source instead:
+`extra-build-dependencies` with `match-runtime` (so uv's build cache keeps one build per torch),
+and the settings and environment variables the wheelhouse builds used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from .errors import AbistampError
+from .wheelhouse import Wheelhouse
+
+_EXTRA = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    extra: str
+    label: str
+    packages: dict[str, list[str]]  # canonical name -> wheel filenames in the ABI folder
+    torch_version: str | None
+    torch_index: tuple[str, str] | None  # (url, "flat" | "simple")
+    entries: list[dict[str, Any]]
+
+
+def parse_extras(pairs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        extra, sep, label = pair.partition("=")
+        extra = str(canonicalize_name(extra.strip()))
+        if not sep or not extra or not label.strip() or not _EXTRA.match(extra):
+            raise AbistampError(f"`--extra {pair}` is not of the form NAME=ABI",
+                                "write it as `--extra cpu=pt213cpu` (the extra, then an ABI "
+                                "folder of the wheelhouse)")
+        out.append((extra, label.strip()))
+    if len({e for e, _ in out}) != len(out):
+        raise AbistampError("an extra is named twice in `--extra`", "name each extra once")
+    return out
+
+
+def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
+                packages: list[str] | None) -> list[Route]:
+    if not wheelhouse.root.is_dir():
+        raise AbistampError(f"the wheelhouse `{wheelhouse.root}` does not exist",
+                            "pass the folder that `abistamp build -o` wrote")
+    manifest = wheelhouse.load()
+    available = wheelhouse.labels()
+    wanted = {str(canonicalize_name(p)) for p in packages} if packages else None
+    routes = []
+    for extra, label in extras:
+        folder = wheelhouse.root / label
+        if label not in available:
+            raise AbistampError(
+                f"the wheelhouse `{wheelhouse.root}` has no ABI folder `{label}` with wheels",
+                "use one of: " + (", ".join(available) or "(none: build into it first)"))
+        by_name: dict[str, list[str]] = {}
+        for wheel in sorted(folder.glob("*.whl")):
+            name = str(parse_wheel_filename(wheel.name)[0])
+            if wanted is None or name in wanted:
+                by_name.setdefault(name, []).append(wheel.name)
+        if wanted:
+            missing = sorted(wanted - set(by_name))
+            if missing:
+                raise AbistampError(f"`{label}` holds no wheel of {', '.join(missing)}",
+                                    "build it for this ABI first, or drop the `--package`")
+        entries = [e for e in manifest["variants"].values() if e.get("label") == label
+                   and (wanted is None or e.get("name") in wanted)]
+        versions = {str((e.get("torch") or {}).get("version")) for e in entries
+                    if (e.get("torch") or {}).get("version")}
+        torch_version = max(versions) if versions else _torch_from_wheels(folder)
+        routes.append(Route(extra, label, by_name, torch_version, _torch_index(entries),
+                            entries))
+    return routes
+
+
+def _torch_from_wheels(folder: Path) -> str | None:
+    from .stamp import read_wheel
+
+    for wheel in sorted(folder.glob("*.whl")):
+        record = read_wheel(wheel).abi_record
+        if record and record.get("torch"):
+            return str(record["torch"])
+    return None
+
+
+def _torch_index(entries: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Where the builds of this ABI got torch, as a uv index: find-links are flat indexes."""
+    for entry in entries:
+        torch = entry.get("torch") or {}
+        for link in torch.get("find_links") or []:
+            path = Path(link)
+            if "://" not in link and path.is_dir():
+                if any(path.glob("torch-*.whl")):
+                    return (path.resolve().as_uri(), "flat")
+            elif "://" in link:
+                return (link, "flat")
+        urls = [*(torch.get("extra_index_urls") or []), torch.get("index_url")]
+        for url in urls:
+            if url:
+                return (str(url), "simple")
+    return None
+
+
+def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str = "flat",
+           base_url: str | None = None, with_torch: bool = True,
+           source_build: bool = False) -> str:
+    out: list[str] = []
+    names = sorted({n for r in routes for n in r.packages})
+    tags = _wheel_tags(wheelhouse, routes)
+    out.append(f"# Generated by `abistamp uv-config` from {wheelhouse.root}")
+    out.append("# Merge into your uv project's pyproject.toml (keep tables you already have).")
+    py = sorted({t[0] for t in tags if t[0].startswith("cp")})
+    if len(py) == 1:
+        minor = py[0][3:]
+        out.append(f'# The wheels are for CPython {py[0][2]}.{minor}: set '
+                   f'`requires-python = "=={py[0][2]}.{minor}.*"` in [project].')
+    out.append("")
+    out.append("[project.optional-dependencies]")
+    for r in routes:
+        reqs = ([f"torch=={r.torch_version}"] if r.torch_version else []) + sorted(r.packages)
+        out.append(f"{r.extra} = [{', '.join(json.dumps(x) for x in reqs)}]")
+    out.append("")
+    out.append("[tool.uv]")
+    if len(routes) > 1:
+        pairs = ", ".join(f'{{ extra = "{r.extra}" }}' for r in routes)
+        out.append(f"conflicts = [[{pairs}]]")
+    envs = _environments(tags)
+    if envs:
+        out.append(f"environments = [{json.dumps(envs)}]")
+    if source_build:
+        out.append("")
+        out.append("# Each package is built from source against the torch of the extra being "
+                   "synced:")
+        out.append("# match-runtime installs that torch into its build environment and puts "
+                   "it into uv's")
+        out.append("# build-cache key, so every torch gets (and keeps) its own build.")
+        out.append("[tool.uv.extra-build-dependencies]")
+        for name in names:
+            out.append(f'{name} = [{{ requirement = "torch", match-runtime = true }}]')
+        settings, variables = _build_inputs(routes)
+        if variables:
+            out.append("")
+            out.append("[tool.uv.extra-build-variables]")
+            for name in names:
+                out.append(f"{name} = {_inline(variables)}")
+        if settings:
+            out.append("")
+            out.append("[tool.uv.config-settings-package]")
+            for name in names:
+                out.append(f"{name} = {_inline(settings)}")
+    out.append("")
+    out.append("[tool.uv.sources]")
+    if not source_build:
+        for name in names:
+            items = [f'    {{ index = "{_index_name(r.label)}", extra = "{r.extra}" }},'
+                     for r in routes if name in r.packages]
+            out += [f"{name} = [", *items, "]"]
+    torch_indexes: dict[str, tuple[str, str]] = {}
+    if with_torch:
+        items = []
+        for r in routes:
+            if r.torch_index:
+                index = torch_indexes.setdefault(r.torch_index[0],
+                                                 (f"torch-{r.label}", r.torch_index[1]))
+                items.append(f'    {{ index = "{index[0]}", extra = "{r.extra}" }},')
+        if items:
+            out += ["torch = [", *items, "]"]
+        elif source_build:
+            out.append("# torch comes from your default index")
+    if not source_build:
+        for r in routes:
+            url, kind = _abi_url(wheelhouse, r.label, fmt, base_url)
+            out += ["", "[[tool.uv.index]]", f'name = "{_index_name(r.label)}"',
+                    f'url = "{url}"']
+            if kind == "flat":
+                out.append('format = "flat"')
+            out.append("explicit = true")
+    for url, (name, kind) in torch_indexes.items():
+        out += ["", "[[tool.uv.index]]", f'name = "{name}"', f'url = "{url}"']
+        if kind == "flat":
+            if source_build:
+                out.append("# match-runtime needs torch from a PEP 503 index; uv 0.13 does "
+                           "not find it in a flat one")
+            out.append('format = "flat"')
+        out.append("explicit = true")
+    return "\n".join(out) + "\n"
+
+
+def _index_name(label: str) -> str:
+    return f"abistamp-{label}"
+
+
+def _abi_url(wheelhouse: Wheelhouse, label: str, fmt: str, base_url: str | None
+             ) -> tuple[str, str]:
+    if base_url:
+        root = base_url.rstrip("/") + "/" + label
+    else:
+        root = (wheelhouse.root / label).resolve().as_uri()
+    if fmt == "simple":
+        return root + "/simple/", "simple"
+    return root + "/", "flat"
+
+
+def _wheel_tags(wheelhouse: Wheelhouse, routes: list[Route]) -> set[tuple[str, str, str]]:
+    tags = set()
+    for r in routes:
+        for files in r.packages.values():
+            for fn in files:
+                for tag in parse_wheel_filename(fn)[3]:
+                    tags.add((tag.interpreter, tag.abi, tag.platform))
+    return tags
+
+
+def _environments(tags: set[tuple[str, str, str]]) -> str | None:
+    """One environment marker covering the platforms every wheel supports, if they narrow it."""
+    platforms = {t[2] for t in tags}
+    if not platforms or "any" in platforms:
+        return None
+    systems, machines = set(), set()
+    for p in platforms:
+        for system in ("linux", "macosx", "win"):
+            if p.startswith(system) or (system == "linux" and "linux" in p):
+                systems.add({"macosx": "darwin", "win": "win32"}.get(system, system))
+                break
+        for machine in ("x86_64", "aarch64", "arm64", "amd64", "ppc64le", "s390x"):
+            if p.endswith(machine):
+                machines.add("AMD64" if machine == "amd64" else machine)
+    if len(systems) != 1 or len(machines) != 1:
+        return None
+    return f"sys_platform == '{systems.pop()}' and platform_machine == '{machines.pop()}'"
+
+
+def _build_inputs(routes: list[Route]) -> tuple[dict[str, str], dict[str, str]]:
+    """Config settings and environment variables the wheelhouse builds had in common."""
+    settings: dict[str, str] = {}
+    variables: dict[str, str] = {}
+    for r in routes:
+        for e in r.entries:
+            for k, v in (e.get("config_settings") or {}).items():
+                if k not in ("abistamp.torch", "abistamp.local-version"):
+                    settings[k] = v if isinstance(v, str) else str(v[-1])
+            variables.update({k: str(v) for k, v in (e.get("environment") or {}).items()
+                              if not k.startswith("ABISTAMP_")})
+    return settings, variables
+
+
+def _inline(values: dict[str, str]) -> str:
+    return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in
+                            sorted(values.items())) + " }"

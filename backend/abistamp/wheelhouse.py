@@ -1,0 +1,313 @@
+"""A wheelhouse of stamped wheels: one folder per ABI label, indexes, a manifest, a lock.
+
+Layout (docs/cli.md)::
+
+    WHEELHOUSE/
+      abistamp-wheelhouse.json        the manifest: what was built from what
+      index.html                      links to the ABI folders, for people
+      pt213cpu/                       one folder per ABI label
+        tiny_ext-0.3.0+pt213cpu-1pt213cpu-cp311-cp311-linux_x86_64.whl
+        index.html                    flat index (pip --find-links, uv format = "flat")
+        simple/index.html             PEP 503 index of this folder
+        simple/tiny-ext/index.html
+
+Every file is written to a temporary name beside its target and renamed into place, so a
+reader never sees a partial wheel, index or manifest. Writers take an exclusive `flock` on
+`.abistamp-wheelhouse.lock` around read-modify-write of the manifest and the indexes, so two
+`abistamp build` runs into one wheelhouse serialize there (and only there: their builds run in
+parallel). Readers (the skip check) read the manifest without the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from . import __version__
+from .errors import AbistampError
+
+MANIFEST_NAME = "abistamp-wheelhouse.json"
+LOCK_NAME = ".abistamp-wheelhouse.lock"
+MANIFEST_SCHEMA = 1
+
+
+class Wheelhouse:
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """The manifest, or an empty one. Lock-free: the file is only ever replaced whole."""
+        try:
+            data: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"schema": MANIFEST_SCHEMA, "variants": {}, "files": {}}
+        except (OSError, ValueError) as e:
+            raise AbistampError(f"`{self.manifest_path}` is not a readable manifest: {e}",
+                                "restore it from a backup, or move it away to start afresh "
+                                "(the wheels stay; variants are then built again)") from None
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema != MANIFEST_SCHEMA:
+            raise AbistampError(
+                f"`{self.manifest_path}` has schema {schema!r}, not {MANIFEST_SCHEMA}",
+                "use the abistamp version that wrote it, or move it away to start afresh")
+        data.setdefault("variants", {})
+        data.setdefault("files", {})
+        return data
+
+    def lookup(self, key: str, manifest: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The manifest entry of a variant, when its wheel is still there with its size."""
+        entry: dict[str, Any] | None = (manifest or self.load())["variants"].get(key)
+        if entry is None:
+            return None
+        try:
+            if (self.root / entry["wheel"]).stat().st_size != entry["size"]:
+                return None
+        except (OSError, KeyError, TypeError):
+            return None
+        return entry
+
+    def labels(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and any(p.glob("*.whl")))
+
+    # --- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock, also when this process is killed
+
+    def publish(self, built: Path, entry: dict[str, Any], *, replace: bool,
+                scratch: Path) -> tuple[dict[str, Any], str]:
+        """Put a built wheel into its ABI folder and record the variant; returns (entry, note).
+
+        A filename never names two contents: when the folder already has a wheel of this name
+        with other bytes, the new one gets the next build number (a re-stamp, not a rebuild).
+        """
+        from .stamp import read_wheel
+
+        key = entry["key"]
+        with self.locked():
+            manifest = self.load()
+            existing = self.lookup(key, manifest)
+            if existing is not None and not replace:
+                return existing, "another run built this variant meanwhile; kept its wheel"
+            info = read_wheel(built)
+            record = info.abi_record
+            if not record or not record.get("label"):
+                raise AbistampError(f"`{built.name}` carries no abistamp record",
+                                    "build it through the abistamp backend")
+            label = str(record["label"])
+            folder = self.root / label
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_parts(folder)
+            remove_stale_parts(self.root)
+            digest = sha256_file(built)
+            note = "added"
+            target = folder / built.name
+            if target.exists():
+                if self._file_sha(manifest, target) == digest:
+                    note = "identical to the wheel already there"
+                else:
+                    old = target.name
+                    built = bump_build_number(built, folder, record, scratch)
+                    target = folder / built.name
+                    digest = sha256_file(built)
+                    note = f"`{old}` holds other bytes: build number bumped"
+            if not target.exists():
+                place_file(built, target)
+            rel = f"{label}/{target.name}"
+            manifest["files"][rel] = file_facts(target, digest)
+            info = read_wheel(target)
+            entry = {**entry, "label": label, "name": str(canonicalize_name(info.name)),
+                     "version": info.version, "wheel": rel, "sha256": digest,
+                     "size": target.stat().st_size}
+            manifest["variants"][key] = entry
+            manifest["generator"] = f"abistamp {__version__}"
+            self.write_indexes(manifest, label)
+            self.save(manifest)
+        return entry, note
+
+    def save(self, manifest: dict[str, Any]) -> None:
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        write_atomic(self.manifest_path, text.encode("utf-8"))
+
+    def _file_sha(self, manifest: dict[str, Any], path: Path) -> str:
+        rel = path.relative_to(self.root).as_posix()
+        known = manifest["files"].get(rel)
+        if known and known.get("size") == path.stat().st_size:
+            return str(known["sha256"])
+        return sha256_file(path)
+
+    # --- indexes ------------------------------------------------------------------------------
+
+    def write_indexes(self, manifest: dict[str, Any], label: str) -> None:
+        """The flat and PEP 503 pages of one ABI folder, and the top page; from what is there."""
+        folder = self.root / label
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        wheels = sorted(folder.glob("*.whl"))
+        facts = []
+        for wheel in wheels:
+            rel = f"{label}/{wheel.name}"
+            known = files.get(rel)
+            if not known or known.get("size") != wheel.stat().st_size:
+                known = files[rel] = file_facts(wheel, sha256_file(wheel))
+            facts.append((wheel.name, known))
+        for rel in [r for r in files if r.startswith(label + "/")
+                    and not (self.root / r).exists()]:
+            del files[rel]
+        flat = [_link(name, name, f) for name, f in facts]
+        write_atomic(folder / "index.html", _page(f"abistamp wheelhouse: {label}", flat))
+        projects: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for name, f in facts:
+            projects.setdefault(str(parse_wheel_filename(name)[0]), []).append((name, f))
+        simple = folder / "simple"
+        for project, items in sorted(projects.items()):
+            links = [_link("../../" + name, name, f) for name, f in items]
+            write_atomic(simple / project / "index.html", _page(f"Links for {project}", links))
+        for stale in simple.glob("*/index.html") if simple.is_dir() else []:
+            if stale.parent.name not in projects:
+                shutil.rmtree(stale.parent, ignore_errors=True)
+        root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
+        write_atomic(simple / "index.html", _page("Simple index", root_links))
+        top = [f'<a href="{html.escape(lbl)}/">{html.escape(lbl)}</a>' for lbl in self.labels()]
+        write_atomic(self.root / "index.html", _page("abistamp wheelhouse", top))
+
+
+def _link(href: str, text: str, facts: dict[str, Any]) -> str:
+    quoted = urllib.parse.quote(href, safe="/.")
+    attrs = ""
+    if facts.get("requires_python"):
+        attrs = f' data-requires-python="{html.escape(facts["requires_python"])}"'
+    return (f'<a href="{quoted}#sha256={facts["sha256"]}"{attrs}>{html.escape(text)}</a><br>')
+
+
+def _page(title: str, lines: list[str]) -> bytes:
+    body = "\n".join(lines)
+    return (f"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
+            f"content=\"1.0\"><title>{html.escape(title)}</title></head>\n<body>\n{body}\n"
+            "</body></html>\n").encode()
+
+
+def file_facts(wheel: Path, digest: str) -> dict[str, Any]:
+    from .stamp import read_wheel
+
+    requires_python = None
+    metadata = read_wheel(wheel).metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
+    for line in metadata.splitlines():
+        if line.lower().startswith("requires-python:"):
+            requires_python = line.split(":", 1)[1].strip()
+    return {"sha256": digest, "size": wheel.stat().st_size, "requires_python": requires_python}
+
+
+def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch: Path) -> Path:
+    """Re-stamp `built` with the next free build number for its name, version and tags."""
+    from .labels import build_tag
+    from .stamp import Stamp, stamp_wheel
+
+    name, version, build, tags = parse_wheel_filename(built.name)
+    label = str(record["label"])
+    if not build:
+        raise AbistampError(
+            f"`{folder.name}/{built.name}` already exists with other bytes, and the wheel has no "
+            "build tag whose number could change",
+            "turn `build-tag` back on (`-C abistamp.build-tag=true`), or move the old wheel away "
+            "if no lock file or cache names it")
+    numbers = [build[0]]
+    for other in folder.glob("*.whl"):
+        try:
+            o_name, o_version, o_build, o_tags = parse_wheel_filename(other.name)
+        except ValueError:
+            continue
+        if (o_name, o_version, o_tags) == (name, version, tags) and o_build:
+            numbers.append(o_build[0])
+    stamp = Stamp(version=str(record["version"]), build_tag=build_tag(max(numbers) + 1, label),
+                  requires=tuple(record.get("requires") or ()), record=dict(record))
+    scratch.mkdir(parents=True, exist_ok=True)
+    return stamp_wheel(built, scratch, stamp)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    # `.NAME.PID.RANDOM.part`: the pid lets a later run remove what a killed one left.
+    return tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part",
+                            dir=target.parent)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temp_beside(target)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def place_file(src: Path, target: Path) -> None:
+    """Copy (or hard-link, on one filesystem) src to target, appearing there whole or not at all."""
+    fd, tmp = _temp_beside(target)
+    os.close(fd)
+    try:
+        try:
+            os.unlink(tmp)
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_parts(folder: Path) -> None:
+    """Remove `.part` files whose writer (the pid in the name) no longer runs."""
+    if not folder.is_dir():
+        return
+    for part in folder.glob(".*.part"):
+        pieces = part.name.rsplit(".", 3)
+        if len(pieces) == 4 and pieces[1].isdigit():
+            try:
+                os.kill(int(pieces[1]), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(FileNotFoundError):
+                    part.unlink()
+            except PermissionError:
+                pass
