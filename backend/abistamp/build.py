@@ -267,8 +267,7 @@ class Build:
         out_dir.mkdir(parents=True, exist_ok=True)
         with scratch_dir(out_dir) as tmp:
             name = self.backend.build_sdist(tmp, self.config)
-            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project,
-                                       mark_requires_dynamic=self.pin_allowed()[0])
+            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
         return target.name
 
     # --- decisions ---------------------------------------------------------------------------
