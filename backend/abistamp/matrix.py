@@ -423,11 +423,39 @@ for module in ("setuptools", "packaging"):
         sys.exit(1)
 import abistamp.backend as backend
 from abistamp.errors import AbistampError
+
+def unmet(requirements):
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    missing = []
+    for text in requirements:
+        req = Requirement(text)
+        if canonicalize_name(req.name) in ("torch", "abistamp"):
+            continue  # torch is the variant's own; abistamp is on sys.path
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            if req.specifier.contains(metadata.version(req.name), prereleases=True):
+                continue
+        except metadata.PackageNotFoundError:
+            pass
+        missing.append(text)
+    return missing
+
 try:
-    if spec["hook"] == "get_requires_for_build_wheel":
-        done({"result": backend.get_requires_for_build_wheel(spec["config"])})
-    else:
+    if spec["hook"] == "build_wheel":
         done({"result": backend.build_wheel(spec["out"], spec["config"])})
+    else:
+        # Both hooks in one process when nothing needs installing between them: setup.py
+        # (and the torch import in it) then runs once less.
+        requires = backend.get_requires_for_build_wheel(spec["config"])
+        missing = unmet(requires)
+        if missing and spec["may_install"]:
+            done({"requires": requires, "missing": missing})
+        else:
+            done({"requires": requires, "missing": missing,
+                  "result": backend.build_wheel(spec["out"], spec["config"])})
 except AbistampError as e:
     print(f"abistamp: error: {e}", file=sys.stderr)
     done({"error": e.one_line()})
@@ -561,18 +589,19 @@ class Matrix:
         else:
             python = self._make_env(variant, work, requires, log)
         config = self._effective_config(variant, project)
-        self.say(variant, "asking the backend for build requirements")
-        asked = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
-                           backend_path, log)
-        more = [r for r in asked if _req_name(r) not in ("torch", "abistamp")
-                and r not in requires + BACKEND_REQUIRES]
-        if more and not variant.existing:
-            self.say(variant, f"installing {' '.join(more)}")
-            self._uv_install(python, more, log)
-        self.say(variant, f"building the wheel (log: {log.name})")
         out = work / "out"
-        name = self._hook(python, project, "build_wheel", config, env, work, backend_path, log,
-                          out=out)
+        self.say(variant, f"building the wheel (log: {log.name})")
+        answer = self._hook(python, project, "get_requires_then_build_wheel", config, env, work,
+                            backend_path, log, out=out, may_install=not variant.existing)
+        if "result" not in answer:
+            more = answer["missing"]
+            self.say(variant, f"installing what the backend asked for: {' '.join(more)}")
+            self._uv_install(python, more, log)
+            answer = self._hook(python, project, "build_wheel", config, env, work,
+                                backend_path, log, out=out)
+        elif answer.get("missing"):
+            log.write(f"abistamp: not installed in the given environment: {answer['missing']}\n")
+        name = answer["result"]
         wheel = out / str(name)
         record = _abi_record(wheel)
         entry: dict[str, Any] = {
@@ -672,24 +701,24 @@ class Matrix:
 
     def _hook(self, python: Path, project: Path, hook: str, config: dict[str, Any],
               env: dict[str, str], work: Path, backend_path: list[str], log: IO[str],
-              out: Path | None = None) -> Any:
+              out: Path, may_install: bool = False) -> dict[str, Any]:
         from .envs import private_copy
 
         result_file = work / f"{hook}.json"
         spec = {"abistamp": str(private_copy()), "backend_path": backend_path, "hook": hook,
-                "config": config, "out": str(out or work / "out"), "result": str(result_file),
-                "parent": os.getpid()}
+                "config": config, "out": str(out), "result": str(result_file),
+                "parent": os.getpid(), "may_install": may_install}
         rc = self.procs.run([str(python), "-c", RUNNER, json.dumps(spec)], log=log,
                             cwd=project, env=env)
         try:
-            answer = json.loads(result_file.read_text(encoding="utf-8"))
+            answer: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             answer = {}
         if "error" in answer:
             raise BuildFailed(str(answer["error"]))
-        if rc != 0 or "result" not in answer:
-            raise BuildFailed(f"`{hook}` failed: {_last_line(log)}")
-        return answer["result"]
+        if rc != 0 or not answer:
+            raise BuildFailed(f"the build failed: {_last_line(log)}")
+        return answer
 
 
 def project_backend(project: Path) -> tuple[list[str], dict[str, str], list[str]]:

@@ -1,0 +1,69 @@
+"""What the `abistamp` command-line tests share: running the CLI, projects, environments.
+
+The session fixtures (built wheelhouses) are in cli_fixtures.py, loaded as a plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .conftest import DATA, Env, Result, clean_env, copy_project, run, uv_bin
+
+ABISTAMP = [sys.executable, "-m", "abistamp"]
+
+
+def cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True, timeout: int = 900) -> Result:
+    return run([*ABISTAMP, *args], cwd=cwd, env=env or clean_env(), check=check,
+               timeout=timeout)
+
+
+def manifest(wheelhouse: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((wheelhouse / "abistamp-wheelhouse.json").read_text())
+    return data
+
+
+def summary_rows(output: str) -> dict[str, list[str]]:
+    """The summary table of `abistamp build`: variant -> [status, abi, wheel-or-note, time]."""
+    rows = {}
+    lines = output.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("VARIANT"))
+    for line in lines[start + 1:]:
+        if line.startswith("wheelhouse:"):
+            break
+        parts = re.split(r"\s{2,}", line.strip())
+        rows[parts[0]] = parts[1:]
+    return rows
+
+
+def plain_probe(dest: Path) -> Path:
+    """The probe project (imports torch at build time) declaring plain setuptools, not abistamp:
+    the shape of DeepSpeed and other setup.py projects."""
+    project = copy_project(DATA / "probe", dest, vendor_backend=False)
+    text = (project / "pyproject.toml").read_text()
+    text = text.replace('build-backend = "abistamp.backend"',
+                        'build-backend = "setuptools.build_meta"')
+    text = text.replace('backend-path = ["backend"]\n', "")
+    (project / "pyproject.toml").write_text(text)
+    return project
+
+
+def fresh_env(dest: Path, find_links: Path, *requirements: str | Path) -> Env:
+    """A new venv with these requirements (seconds: uv links torch from its cache)."""
+    run([uv_bin(), "venv", "-q", "-p", sys.executable, dest])
+    python = dest / "bin" / "python"
+    run([uv_bin(), "pip", "install", "-q", "-p", python, "--find-links", find_links,
+         *requirements])
+    version = run([python, "-c", "import importlib.metadata as m; print(m.version('torch'))"]
+                  ).stdout.strip()
+    return Env(dest, version)
+
+
+def copy_wheelhouse(wheelhouse: Path, dest: Path) -> Path:
+    shutil.copytree(wheelhouse, dest)
+    return dest
