@@ -48,6 +48,30 @@ def uv_bin() -> str:
     return found
 
 
+OLDEST_UV = "0.13.8"  # the uv FACTS.md was measured with; the test extra brings the newest
+OLDEST_PIP = "23.2.1"  # the pip of this machine's Python
+
+
+@pytest.fixture(scope="session")
+def uv_versions() -> dict[str, str]:
+    """The uv binaries to run the key cells with: the newest (test extra) and the oldest."""
+    folder = CACHE / f"uv-{OLDEST_UV}"
+    binary = folder / "bin" / "uv"
+    if not binary.exists():
+        wheels = _download(CACHE / f"uv-{OLDEST_UV}-wheel", f"uv=={OLDEST_UV}", deps=False)
+        (wheel,) = wheels.glob("uv-*.whl")
+        import zipfile as _zip
+
+        with _zip.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith("/scripts/uv"))
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_bytes(zf.read(member))
+        binary.chmod(0o755)
+    version = run([binary, "--version"]).stdout.split()[1]
+    assert version == OLDEST_UV
+    return {"newest": uv_bin(), "oldest": str(binary)}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a frontend subprocess: no stray ABISTAMP_ or VIRTUAL_ENV."""
     env = {k: v for k, v in os.environ.items()

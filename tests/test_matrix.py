@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Env, clean_env, read_record, run, uv_bin
+from .conftest import OLDEST_PIP, Env, clean_env, read_record, run, uv_bin
 
 INSTALLED = ("import importlib.metadata as m, json, probe; d = m.distribution('abistamp-probe'); "
              "r = d.read_text('abistamp.json'); "
              "print(json.dumps([m.version('torch'), probe.TORCH, r and json.loads(r)['torch']]))")
+
+
+@pytest.fixture(autouse=True)
+def no_probe_installed(env213: Env, env214: Env) -> None:
+    """The torch environments are shared by the session: start every cell without the probe."""
+    for env in (env213, env214):
+        run([uv_bin(), "pip", "uninstall", "-p", env.python, "abistamp-probe"], check=False)
 
 
 def installed(env: Env) -> tuple[str, str, str | None]:
@@ -68,18 +75,21 @@ def probe_git(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"abistamp-probe @ git+{repo.as_uri()}"
 
 
-def uv_install(env: Env, source: str, cache: Path, *extra: str) -> str:
-    result = run([uv_bin(), "pip", "install", "-p", env.python, "--no-deps",
+def uv_install(env: Env, source: str, cache: Path, *extra: str, uv: str | None = None) -> str:
+    result = run([uv or uv_bin(), "pip", "install", "-p", env.python, "--no-deps",
                   "--no-build-isolation", "--cache-dir", cache, *extra, source], env=env.env())
     return result.stderr
 
 
 # --- uv pip install ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["sdist", "index", "git"])
-def test_uv_pip_install_switch_with_torch_setting(kind: str, request: pytest.FixtureRequest,
-                                                  env213: Env, env214: Env, tmp_path: Path
-                                                  ) -> None:
+@pytest.mark.parametrize(("kind", "uv_version"), [
+    ("sdist", "newest"), ("index", "newest"), ("git", "newest"), ("sdist", "oldest"),
+])
+def test_uv_pip_install_switch_with_torch_setting(kind: str, uv_version: str,
+                                                  request: pytest.FixtureRequest,
+                                                  uv_versions: dict[str, str], env213: Env,
+                                                  env214: Env, tmp_path: Path) -> None:
     """uv caches a source's build by source and config settings, not by the environment:
     `-C abistamp.torch=torch==<version>` gives each torch its own cache entry, and the backend
     checks the torch it finds against it."""
@@ -93,10 +103,10 @@ def test_uv_pip_install_switch_with_torch_setting(kind: str, request: pytest.Fix
     for env in (env213, env214, env213):
         setting = ["-C", f"abistamp.torch=torch=={env.torch}"]
         first = uv_install(env, source, cache, *extra, *setting, "--reinstall-package",
-                           "abistamp-probe")
+                           "abistamp-probe", uv=uv_versions[uv_version])
         torch, built_with, record = installed(env)
         assert torch == built_with == record, (kind, env.torch, first)
-        again = uv_install(env, source, cache, *extra, *setting)
+        again = uv_install(env, source, cache, *extra, *setting, uv=uv_versions[uv_version])
         assert "Built" not in again and "Installed" not in again, again
 
 
@@ -112,28 +122,36 @@ def test_uv_pip_install_without_a_setting_reuses_the_wrong_build(
 
 # --- pip ---------------------------------------------------------------------------------------
 
-def pip_install(env: Env, args: list[str], cache: Path) -> str:
-    return run([env.python, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                "--cache-dir", cache, *args], env=env.env()).stdout
+def pip_install(env: Env, args: list[str], cache: Path, pip: str = "newest") -> str:
+    if pip == "newest":
+        cmd = [str(env.python), "-m", "pip"]
+    else:  # this machine's pip, run against the environment (`pip --python`, pip >= 22.3)
+        cmd = [shutil.which("python3") or "python3", "-m", "pip", "--python", str(env.python)]
+    return run([*cmd, "install", "--no-deps", "--no-build-isolation", "--cache-dir", cache,
+                *args], env=env.env()).stdout
 
 
+@pytest.mark.parametrize("pip", ["newest", "oldest"])
 def test_pip_install_from_index_reuses_its_wheel_cache_across_torches(
-        probe_index: str, env213: Env, env214: Env, tmp_path: Path) -> None:
+        pip: str, probe_index: str, env213: Env, env214: Env, tmp_path: Path) -> None:
     """pip keys built wheels on the link and the interpreter only: with another torch and
     --no-build-isolation it installs the old build. --no-cache-dir (or prebuilt per-ABI
     wheels) is the fix."""
+    if pip == "oldest":
+        version = run(["python3", "-m", "pip", "--version"]).stdout.split()[1]
+        assert version == OLDEST_PIP, f"this machine's pip is {version}"
     cache = tmp_path / "pip-cache"
     args = ["--index-url", probe_index, "abistamp-probe"]
-    pip_install(env213, args, cache)
+    pip_install(env213, args, cache, pip)
     assert len(set(installed(env213))) == 1
-    pip_install(env214, args, cache)
+    pip_install(env214, args, cache, pip)
     torch, built_with, record = installed(env214)
     assert torch == "2.14.1" and built_with == record == "2.13.0+cpu", "pip reused the build"
     # The documented fix.
-    pip_install(env214, ["--no-cache-dir", "--force-reinstall", *args], cache)
+    pip_install(env214, ["--no-cache-dir", "--force-reinstall", *args], cache, pip)
     assert installed(env214) == ("2.14.1", "2.14.1", "2.14.1")
     # A second identical run changes nothing.
-    out = pip_install(env214, args, cache)
+    out = pip_install(env214, args, cache, pip)
     assert "Requirement already satisfied" in out
 
 
@@ -191,8 +209,10 @@ def test_wheelhouse_per_abi(installer: str, wheelhouse: Path, env213: Env, env21
 
 # --- uv sync -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("uv_version", ["newest", "oldest"])
 def test_uv_sync_directory_dependency_switches_with_match_runtime(
-        probe: Path, torch213_wheels: Path, torch214_wheels: Path, tmp_path: Path) -> None:
+        uv_version: str, uv_versions: dict[str, str], probe: Path, torch213_wheels: Path,
+        torch214_wheels: Path, tmp_path: Path) -> None:
     from .conftest import simple_index
 
     # match-runtime needs the dependency's metadata without a build: a static [project] table
@@ -240,7 +260,7 @@ name = "mirror"
 url = "{cu130}"
 """)
     env = clean_env(UV_PROJECT_ENVIRONMENT=str(app / ".venv"))
-    uv = uv_bin()
+    uv = uv_versions[uv_version]
     run([uv, "lock", "-p", "3.11"], cwd=app, env=env, timeout=900)
     venv = Env(app / ".venv", "")
     builds = []
