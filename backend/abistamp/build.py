@@ -121,6 +121,10 @@ class Build:
 
     def __init__(self, config_settings: ConfigSettings | None) -> None:
         self.project = Path.cwd()
+        if not any((self.project / f).is_file()
+                   for f in ("setup.py", "setup.cfg", "pyproject.toml")):
+            raise AbistampError(f"`{self.project}` has no setup.py, setup.cfg or pyproject.toml",
+                                "run the build from the root of the project")
         self.settings = Settings.load(self.project, config_settings)
         spec, where = backend_spec(self.project, os.environ)
         self.backend = load_backend(spec, where)
