@@ -447,15 +447,8 @@ try:
     if spec["hook"] == "build_wheel":
         done({"result": backend.build_wheel(spec["out"], spec["config"])})
     else:
-        # Both hooks in one process when nothing needs installing between them: setup.py
-        # (and the torch import in it) then runs once less.
         requires = backend.get_requires_for_build_wheel(spec["config"])
-        missing = unmet(requires)
-        if missing and spec["may_install"]:
-            done({"requires": requires, "missing": missing})
-        else:
-            done({"requires": requires, "missing": missing,
-                  "result": backend.build_wheel(spec["out"], spec["config"])})
+        done({"result": requires, "missing": unmet(requires)})
 except AbistampError as e:
     print(f"abistamp: error: {e}", file=sys.stderr)
     done({"error": e.one_line()})
@@ -590,17 +583,21 @@ class Matrix:
             python = self._make_env(variant, work, requires, log)
         config = self._effective_config(variant, project)
         out = work / "out"
-        self.say(variant, f"building the wheel (log: {log.name})")
-        answer = self._hook(python, project, "get_requires_then_build_wheel", config, env, work,
-                            backend_path, log, out=out, may_install=not variant.existing)
-        if "result" not in answer:
+        # Each hook in a fresh process, as PEP 517 asks: setup.py and what it imports keep
+        # state in modules (DeepSpeed caches its accelerator), which must not leak from the
+        # requirements query into the build.
+        self.say(variant, "asking the backend for build requirements")
+        answer = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
+                            backend_path, log, out=out)
+        if answer["missing"] and not variant.existing:
             more = answer["missing"]
             self.say(variant, f"installing what the backend asked for: {' '.join(more)}")
             self._uv_install(python, more, log)
-            answer = self._hook(python, project, "build_wheel", config, env, work,
-                                backend_path, log, out=out)
-        elif answer.get("missing"):
+        elif answer["missing"]:
             log.write(f"abistamp: not installed in the given environment: {answer['missing']}\n")
+        self.say(variant, f"building the wheel (log: {log.name})")
+        answer = self._hook(python, project, "build_wheel", config, env, work, backend_path, log,
+                            out=out)
         name = answer["result"]
         wheel = out / str(name)
         record = _abi_record(wheel)
@@ -659,6 +656,10 @@ class Matrix:
         env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
         if (bindir.parent / "pyvenv.cfg").is_file() or not variant.existing:
             env["VIRTUAL_ENV"] = str(bindir.parent)
+        if not variant.existing:
+            # The environment is ours and short-lived: let the first hook's imports (torch:
+            # seconds) leave bytecode for the second, whatever the user's shell says.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.setdefault("MAX_JOBS", self.max_jobs)
         for k, v in backend_env.items():
             env.setdefault(k, v)
@@ -701,13 +702,13 @@ class Matrix:
 
     def _hook(self, python: Path, project: Path, hook: str, config: dict[str, Any],
               env: dict[str, str], work: Path, backend_path: list[str], log: IO[str],
-              out: Path, may_install: bool = False) -> dict[str, Any]:
+              out: Path) -> dict[str, Any]:
         from .envs import private_copy
 
         result_file = work / f"{hook}.json"
         spec = {"abistamp": str(private_copy()), "backend_path": backend_path, "hook": hook,
                 "config": config, "out": str(out), "result": str(result_file),
-                "parent": os.getpid(), "may_install": may_install}
+                "parent": os.getpid()}
         rc = self.procs.run([str(python), "-c", RUNNER, json.dumps(spec)], log=log,
                             cwd=project, env=env)
         try:

@@ -1,0 +1,135 @@
+"""DeepSpeed 0.19.8 from the package registry through `abistamp build deepspeed==0.19.8`: a
+third-party setup.py project with no pyproject.toml, fetched by pip, built for two torches (the
+torch 2.13 variant compiles the CPU Adagrad op for real), then `check` on matched, mismatched and
+unstamped installs, `inspect`, and `stamp` refusing a wrong ABI.
+
+The two builds run at once, into one wheelhouse, as two `abistamp build` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .cli_support import ABISTAMP, cli, fresh_env, manifest, summary_rows
+from .conftest import clean_env, read_record, run, uv_bin
+
+pytestmark = [pytest.mark.slow, pytest.mark.cuda]
+DS = "deepspeed==0.19.8"
+CPU = "deepspeed-0.19.8+pt213cpu-1pt213cpu-cp311-cp311-linux_x86_64.whl"
+CUDA = "deepspeed-0.19.8+pt214cu130-1pt214cu130-py3-none-any.whl"
+
+
+@pytest.fixture(scope="module")
+def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
+          torch214_wheels: Path) -> tuple[Path, list[str]]:
+    base = tmp_path_factory.mktemp("ds")
+    wheelhouse = base / "wh"
+    cpu = [*ABISTAMP, "build", DS, "--torch", "torch==2.13.0", "-f", str(torch213_wheels),
+           "--env", "DS_BUILD_CPU_ADAGRAD=1", "-o", str(wheelhouse), "--work-dir", str(base / "w")]
+    cuda = [*ABISTAMP, "build", DS, "--torch", "torch==2.14.1", "-f", str(torch214_wheels),
+            "-o", str(wheelhouse), "--work-dir", str(base / "w")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=clean_env()) for cmd in (cpu, cuda)]
+    outs = [p.communicate(timeout=1500) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        if proc.returncode != 0 and "could not download the sdist" in err:
+            from .conftest import need
+
+            need(False, f"pip could not download {DS}: {err[-300:]}")
+        assert proc.returncode == 0, (out, err)
+    assert summary_rows(outs[0][0])["torch==2.13.0"][:3] == ["built", "pt213cpu", CPU]
+    assert summary_rows(outs[1][0])["torch==2.14.1"][:3] == ["built", "pt214cu130", CUDA]
+    return wheelhouse, cpu
+
+
+def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str]]) -> None:
+    wheelhouse, _ = ds_wh
+    cpu, cuda = read_record(wheelhouse / "pt213cpu" / CPU), read_record(
+        wheelhouse / "pt214cu130" / CUDA)
+    assert cpu["profile"]["torch_info"]["version"] == "2.13"
+    assert cpu["profile"]["installed_ops"] == ["cpu_adagrad"]
+    assert cpu["profile"]["cpu"]["flags"], "CPU ops record the instruction sets they assume"
+    assert cuda["profile"]["torch_info"]["version"] == "2.14"
+    assert cuda["profile"]["torch_info"]["cuda_version"] == "13.0"
+    assert cuda["profile"]["accelerator_name"] == "cuda"  # GPU-less builder, CUDA torch
+    entries = {e["label"]: e for e in manifest(wheelhouse)["variants"].values()}
+    assert entries["pt213cpu"]["source"]["kind"] == "requirement"
+    assert entries["pt213cpu"]["source"]["spec"] == DS
+    assert entries["pt213cpu"]["source"]["digest"].startswith("sha256:")
+    assert entries["pt213cpu"]["environment"] == {"DS_BUILD_CPU_ADAGRAD": "1"}
+
+
+def test_a_release_in_the_wheelhouse_is_skipped_without_the_network(
+        ds_wh: tuple[Path, list[str]]) -> None:
+    cmd = ds_wh[1]
+    start = time.monotonic()
+    result = run(cmd, env=clean_env(PIP_INDEX_URL="http://127.0.0.1:9/nowhere"))
+    assert time.monotonic() - start < 1.0
+    assert summary_rows(result.stdout)["torch==2.13.0"][0] == "skipped"
+    assert "downloading" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def mismatched(ds_wh: tuple[Path, list[str]], torch214_wheels: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """torch 2.14.1 with the DeepSpeed built for torch 2.13 (as uv's build cache makes it)."""
+    env = fresh_env(tmp_path_factory.mktemp("ds-bad") / "env", torch214_wheels, "torch==2.14.1")
+    run([uv_bin(), "pip", "install", "-q", "-p", env.python, "--no-deps",
+         ds_wh[0] / "pt213cpu" / CPU])
+    return env.python
+
+
+def test_check_passes_a_matched_environment(ds_wh: tuple[Path, list[str]],
+                                            torch213_wheels: Path, tmp_path: Path) -> None:
+    env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0")
+    run([uv_bin(), "pip", "install", "-q", "-p", env.python, "--no-deps",
+         ds_wh[0] / "pt213cpu" / CPU])
+    result = cli("check", "--python", env.python)
+    assert re.search(r"deepspeed\s+0\.19\.8\+pt213cpu\s+torch 2\.13\.0\+cpu \(cpu\)\s+ok",
+                     result.stdout), result.stdout
+
+
+def test_check_finds_deepspeed_built_for_another_torch(mismatched: Path) -> None:
+    result = cli("check", "--python", mismatched, check=False)
+    assert result.returncode == 1
+    assert "deepspeed: built for torch 2.13.0+cpu, installed torch is 2.14.1" in result.stdout
+    assert "deepspeed: DeepSpeed torch_info version '2.13', installed torch 2.14" in \
+        result.stdout
+    data = json.loads(cli("check", "--python", mismatched, "--json", check=False).stdout)
+    (finding,) = data["results"]
+    assert finding["status"] == "MISMATCH" and finding["source"] == "abistamp.json"
+
+
+def test_check_reads_torch_info_of_an_unstamped_deepspeed(mismatched: Path) -> None:
+    """The same install without abistamp's record: DeepSpeed's own build record still tells."""
+    (record,) = mismatched.parent.parent.glob("lib/python3*/site-packages/deepspeed-*"
+                                              ".dist-info/abistamp.json")
+    record.unlink()
+    result = cli("check", "--python", mismatched, check=False)
+    assert result.returncode == 1
+    assert re.search(r"deepspeed\s+0\.19\.8\+pt213cpu\s+torch 2\.13 \(cuda 0\.0\)\s+MISMATCH",
+                     result.stdout), result.stdout
+    data = json.loads(cli("check", "--python", mismatched, "--json", check=False).stdout)
+    assert data["results"][0]["source"] == "deepspeed torch_info"
+
+
+def test_inspect_shows_the_profile(ds_wh: tuple[Path, list[str]]) -> None:
+    out = cli("inspect", ds_wh[0] / "pt213cpu" / CPU).stdout
+    assert "  profile       deepspeed: ops cpu_adagrad; torch_info 2.13 cuda 0.0\n" in out
+    assert "  cpu           x86_64 -march=native (" in out
+
+
+def test_stamp_refuses_the_abi_of_another_torch(ds_wh: tuple[Path, list[str]], tmp_path: Path
+                                                ) -> None:
+    wheelhouse = ds_wh[0]
+    result = cli("stamp", wheelhouse / "pt213cpu" / CPU, "--abi-from",
+                 wheelhouse / "pt214cu130" / CUDA, "-o", tmp_path, check=False)
+    assert result.returncode == 2
+    assert "was built for another torch than the one given" in result.stderr
+    assert not list(tmp_path.glob("*.whl"))
