@@ -24,16 +24,8 @@ from .errors import AbistampError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-DESCRIPTION = """\
-Build, stamp, inspect and check torch extension wheels by the torch ABI they were built for.
-
-commands:
-  build      build one source for several torch variants into a per-ABI wheelhouse
-  stamp      stamp wheels built elsewhere with the ABI of an environment's torch
-  inspect    show the ABI record, stamps and torch pins of wheels
-  check      compare what is installed in an environment with its torch
-  uv-config  print the uv configuration that routes extras to a wheelhouse's ABIs
-"""
+DESCRIPTION = ("Build, stamp, inspect and check torch extension wheels by the torch ABI they "
+               "were built for.")
 
 EPILOG = """\
 examples:
@@ -56,13 +48,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
+    def fmt(prog: str) -> argparse.HelpFormatter:
+        return argparse.RawDescriptionHelpFormatter(prog, max_help_position=30, width=100)
+
     parser = _Parser(prog="abistamp", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"abistamp {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", title="commands",
+                                parser_class=_Parser)
 
     b = sub.add_parser(
-        "build", formatter_class=fmt, help="build a source for several torch variants",
+        "build", formatter_class=fmt,
+        help="build one source for several torch variants into a per-ABI wheelhouse",
         description="Build SOURCE once per torch variant, each in a fresh environment made by "
         "uv, stamped by the abistamp backend (even when the project does not declare it), into "
         "WHEELHOUSE/<abi-label>/. Variants already in the wheelhouse are skipped.",
@@ -103,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
-        "stamp", formatter_class=fmt, help="stamp wheels built elsewhere",
+        "stamp", formatter_class=fmt,
+        help="stamp wheels built elsewhere with the ABI of an environment's torch",
         description="Stamp wheels built without abistamp (plain setuptools, downloaded) with "
         "the ABI of an environment's torch, by the backend's rules and code.",
         epilog="examples:\n"
@@ -123,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read [tool.abistamp] from this project's pyproject.toml")
     s.set_defaults(func=cmd_stamp)
 
-    i = sub.add_parser("inspect", formatter_class=fmt, help="show a wheel's ABI stamps",
+    i = sub.add_parser("inspect", formatter_class=fmt, help="show the ABI record, stamps and torch pins of wheels",
                        description="Show the ABI record, stamps and torch pins of wheels.",
                        epilog="example:\n  abistamp inspect --json wheelhouse/*/*.whl\n")
     i.add_argument("wheels", nargs="+", metavar="WHEEL")
@@ -131,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser(
-        "check", formatter_class=fmt, help="check an environment against its torch",
+        "check", formatter_class=fmt, help="compare what is installed in an environment with its torch",
         description="For every installed distribution with an abistamp record (editable "
         "installs included) and for DeepSpeed's torch_info, compare with the installed torch; "
         "also CPU flags and, with a GPU, CUDA archs. Reads files only: no import of torch. "
@@ -143,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     u = sub.add_parser(
-        "uv-config", formatter_class=fmt, help="print uv configuration for a wheelhouse",
+        "uv-config", formatter_class=fmt, help="print the uv configuration that routes extras to a wheelhouse's ABIs",
         description="Print the pyproject.toml tables that make a uv project install each extra's "
         "wheels from one ABI folder of WHEELHOUSE (with --source-build: build them from source "
         "per torch instead).",

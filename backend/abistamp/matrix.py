@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,7 @@ _SKIP_ANY = frozenset({".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".m
                        ".pytest_cache", ".ruff_cache", "node_modules"})
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".o", ".obj", ".so", ".pyd", ".dylib", ".dll")
 SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+DEFAULT_SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip member can have
 PEP518_DEFAULT_REQUIRES = ["setuptools>=40.8.0", "wheel"]
 BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
 
@@ -661,6 +663,9 @@ class Matrix:
             # seconds) leave bytecode for the second, whatever the user's shell says.
             env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.setdefault("MAX_JOBS", self.max_jobs)
+        # Same source, same ABI, same work folder: same bytes. A rebuild then keeps its
+        # filename instead of taking the next build number for a mere timestamp.
+        env.setdefault("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH)
         for k, v in backend_env.items():
             env.setdefault(k, v)
         return env
@@ -762,16 +767,26 @@ def _uv_environ() -> dict[str, str]:
 
 
 def _last_line(log: IO[str]) -> str:
+    """The most telling line of a log, for a one-line summary: the first compiler error, else
+    the last `error:` line with its `cause:`/`hint:` continuation (uv), else the last line."""
     log.flush()
     try:
         with open(log.name, encoding="utf-8", errors="replace") as f:
-            lines = [ln.strip() for ln in f.read()[-8000:].splitlines() if ln.strip()]
+            lines = [ln.rstrip() for ln in f.read()[-20000:].splitlines() if ln.strip()]
     except OSError:
         return "see the log"
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
+    for line in lines:
+        if _COMPILER_ERROR.search(line):
+            return line.strip()[:400]
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].strip()
+        if text.lower().startswith(("error", "abistamp: error")):
+            more = [ln.strip() for ln in lines[i + 1:i + 4] if ln.startswith((" ", "\t"))]
+            return " ".join([text, *more])[:400]
+    return lines[-1].strip()[:400] if lines else "no output"
+
+
+_COMPILER_ERROR = re.compile(r":\d+:(\d+:)? (fatal )?error:")
 
 
 def _cpu_count() -> int:

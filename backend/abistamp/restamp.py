@@ -8,6 +8,7 @@ holds this wheel's metadata), and the pin is added (the stamped wheel is a new a
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ def abi_from_wheel(wheel: Path) -> TorchABI:
 
 
 def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
+    # nvcc and the arch list belong to a build; this wheel's build is unknown.
+    abi = dataclasses.replace(abi, nvcc=None, cuda_arch_list=None)
     info = read_wheel(wheel)
     label = render_label(settings.label, abi, settings.origin("label"))
     base = (info.abi_record or {}).get("original_version", info.version)

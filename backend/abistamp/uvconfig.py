@@ -171,10 +171,11 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str = "flat",
     torch_indexes: dict[str, tuple[str, str]] = {}
     if with_torch:
         items = []
+        shared = len({r.torch_index[0] for r in routes if r.torch_index}) == 1
         for r in routes:
             if r.torch_index:
-                index = torch_indexes.setdefault(r.torch_index[0],
-                                                 (f"torch-{r.label}", r.torch_index[1]))
+                name = "torch" if shared else f"torch-{r.label}"
+                index = torch_indexes.setdefault(r.torch_index[0], (name, r.torch_index[1]))
                 items.append(f'    {{ index = "{index[0]}", extra = "{r.extra}" }},')
         if items:
             out += ["torch = [", *items, "]"]

@@ -134,10 +134,15 @@ class Wheelhouse:
                     note = "identical to the wheel already there"
                 else:
                     old = target.name
-                    built = bump_build_number(built, folder, record, scratch)
+                    same = self._same_under_other_number(manifest, built, folder, record,
+                                                         scratch)
+                    if same is not None:
+                        built, note = same, f"identical to `{same.name}` already there"
+                    else:
+                        built = bump_build_number(built, folder, record, scratch)
+                        note = f"`{old}` holds other bytes: build number bumped"
                     target = folder / built.name
                     digest = sha256_file(built)
-                    note = f"`{old}` holds other bytes: build number bumped"
             if not target.exists():
                 place_file(built, target)
             rel = f"{label}/{target.name}"
@@ -151,6 +156,35 @@ class Wheelhouse:
             self.write_indexes(manifest, label)
             self.save(manifest)
         return entry, note
+
+    def _same_under_other_number(self, manifest: dict[str, Any], built: Path, folder: Path,
+                                 record: dict[str, Any], scratch: Path) -> Path | None:
+        """A wheel already here that is `built` but for its build number (an earlier bump).
+
+        Without this, every rebuild after a bump would compare with build 1 and bump again.
+        Only the three newest numbers are tried: each try is a re-stamp (a file copy).
+        """
+        from .labels import build_tag
+        from .stamp import Stamp, stamp_wheel
+
+        name, version, build, tags = parse_wheel_filename(built.name)
+        others = []
+        for other in folder.glob("*.whl"):
+            try:
+                o_name, o_version, o_build, o_tags = parse_wheel_filename(other.name)
+            except ValueError:
+                continue
+            if (o_name, o_version, o_tags) == (name, version, tags) and o_build and \
+                    o_build != build and o_build[1] == record["label"]:
+                others.append((o_build[0], other))
+        for number, other in sorted(others, reverse=True)[:3]:
+            stamp = Stamp(version=str(record["version"]),
+                          build_tag=build_tag(number, str(record["label"])),
+                          requires=tuple(record.get("requires") or ()), record=dict(record))
+            candidate = stamp_wheel(built, scratch / f"try-{number}", stamp)
+            if sha256_file(candidate) == self._file_sha(manifest, other):
+                return candidate
+        return None
 
     def save(self, manifest: dict[str, Any]) -> None:
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
