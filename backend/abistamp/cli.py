@@ -146,10 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per torch instead).",
         epilog="examples:\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra "
         "cu130=pt214cu130\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --format simple "
-        "--base-url https://wheels.example.com/wh\n")
-    u.add_argument("wheelhouse", metavar="WHEELHOUSE")
-    u.add_argument("--extra", action="append", default=[], required=True, metavar="NAME=ABI",
+        "--base-url https://wheels.example.com/wh\n"
+        "  abistamp uv-config --check pyproject.toml   # exit 1 if uv would reuse a torch build\n")
+    u.add_argument("wheelhouse", metavar="WHEELHOUSE", nargs="?")
+    u.add_argument("--extra", action="append", default=[], metavar="NAME=ABI",
                    help="an extra of your project and the ABI folder it installs from")
+    u.add_argument("--check", metavar="PYPROJECT", nargs="?", const="pyproject.toml",
+                   help="instead: read a uv project and report dependencies built against "
+                   "torch that nothing makes uv rebuild for another torch (exit 1 if any)")
     u.add_argument("--package", action="append", default=[], metavar="NAME",
                    help="only these packages (default: every package in those folders)")
     u.add_argument("--format", choices=("flat", "simple"), default="flat",
@@ -426,10 +430,34 @@ def cmd_uv_config(args: argparse.Namespace) -> int:
     from .uvconfig import parse_extras, plan_routes, render
     from .wheelhouse import Wheelhouse
 
+    if args.check is not None:
+        return cmd_uv_check(Path(args.check))
+    if args.wheelhouse is None or not args.extra:
+        raise AbistampError("`abistamp uv-config` needs a WHEELHOUSE and at least one --extra",
+                            "run `abistamp uv-config WHEELHOUSE --extra NAME=ABI`, or "
+                            "`abistamp uv-config --check pyproject.toml`")
+
     wheelhouse = Wheelhouse(Path(args.wheelhouse))
     routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
     sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
                             with_torch=not args.no_torch, source_build=args.source_build))
+    return EXIT_OK
+
+
+def cmd_uv_check(pyproject: Path) -> int:
+    from .uvcheck import check_project
+
+    findings, notes = check_project(pyproject)
+    for note in notes:
+        print(note)
+    for f in findings:
+        print(f"{f.package}: {f.why}, and nothing makes uv build it again for another torch\n"
+              f"  fix: {f.fix}")
+    if findings:
+        print(f"{len(findings)} dependenc{'y' if len(findings) == 1 else 'ies'} would reuse a "
+              f"build made for another torch ({pyproject})")
+        return EXIT_MISMATCH
+    print(f"ok: no dependency built against torch is left to uv's source cache ({pyproject})")
     return EXIT_OK
 
 
