@@ -48,12 +48,12 @@ def check_project(pyproject: Path) -> tuple[list[Finding], list[str]]:
                             "give the pyproject.toml of a uv project")
     data = read_pyproject(pyproject)
     uv = data.get("tool", {}).get("uv", {})
-    sources = {canonicalize_name(k): v for k, v in uv.get("sources", {}).items()}
-    extra_build = {canonicalize_name(k): v
-                   for k, v in uv.get("extra-build-dependencies", {}).items()}
-    config_pkg = {canonicalize_name(k) for k in uv.get("config-settings-package", {})}
+    sources: dict[str, Any] = {canonicalize_name(k): v for k, v in uv.get("sources", {}).items()}
+    extra_build: dict[str, Any] = {canonicalize_name(k): v
+                                   for k, v in uv.get("extra-build-dependencies", {}).items()}
+    config_pkg: set[str] = {canonicalize_name(k) for k in uv.get("config-settings-package", {})}
     no_build = uv.get("no-build") is True
-    no_build_pkg = {canonicalize_name(n) for n in uv.get("no-build-package", [])}
+    no_build_pkg: set[str] = {canonicalize_name(n) for n in uv.get("no-build-package", [])}
 
     findings: list[Finding] = []
     notes: list[str] = []
@@ -86,7 +86,7 @@ def dependency_names(data: dict[str, Any]) -> set[str]:
     for group in data.get("dependency-groups", {}).values():
         texts += [t for t in group if isinstance(t, str)]
     texts += data.get("tool", {}).get("uv", {}).get("dev-dependencies", [])
-    names = set()
+    names: set[str] = set()
     for text in texts:
         try:
             names.add(canonicalize_name(Requirement(text).name))
