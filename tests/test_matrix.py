@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -118,6 +119,15 @@ def test_uv_pip_install_without_a_setting_reuses_the_wrong_build(
     uv_install(env214, str(probe_sdist), cache)
     torch, built_with, record = installed(env214)
     assert torch == "2.14.1" and built_with == record == "2.13.0+cpu"
+    assert_check_catches(env214)
+
+
+def assert_check_catches(env: Env) -> None:
+    """`abistamp check` reports the wrong build (exit 1) and names the package."""
+    exe = shutil.which("abistamp") or str(Path(sys.executable).parent / "abistamp")
+    result = run([exe, "check", "--python", env.python], check=False)
+    assert result.returncode == 1, result.output
+    assert "abistamp-probe" in result.output or "abistamp_probe" in result.output, result.output
 
 
 # --- pip ---------------------------------------------------------------------------------------
@@ -147,6 +157,7 @@ def test_pip_install_from_index_reuses_its_wheel_cache_across_torches(
     pip_install(env214, args, cache, pip)
     torch, built_with, record = installed(env214)
     assert torch == "2.14.1" and built_with == record == "2.13.0+cpu", "pip reused the build"
+    assert_check_catches(env214)
     # The documented fix.
     pip_install(env214, ["--no-cache-dir", "--force-reinstall", *args], cache, pip)
     assert installed(env214) == ("2.14.1", "2.14.1", "2.14.1")
