@@ -123,3 +123,17 @@ def test_check_defaults_to_the_active_environment(env213: Env, tmp_path: Path) -
     result = run([*ABISTAMP, "check"],
                  env=env, cwd=tmp_path)
     assert f"python:  {env213.python}" in result.stdout
+
+
+def test_cuda_arch_rules_of_check() -> None:
+    """SASS runs on its major with an equal or higher minor; PTX is compiled for newer GPUs.
+    (No GPU here: the rule is checked as a function; nvidia-smi is asked only with one.)"""
+    from abistamp.check import arch_problems
+
+    assert arch_problems("8.0;9.0", ["9.0"]) == []
+    assert arch_problems("8.0", ["8.6"]) == []
+    assert arch_problems("8.6", ["8.0"]) != []
+    assert arch_problems("8.0;9.0", ["12.0"]) != []
+    assert arch_problems("8.0;9.0+PTX", ["12.0"]) == []
+    (problem,) = arch_problems("7.5 8.0", ["9.0"])
+    assert problem == "compiled for CUDA archs 7.5 8.0; this GPU is sm_9.0"

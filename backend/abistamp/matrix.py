@@ -242,17 +242,32 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
     return dest
 
 
-def fetch_sdist(req: str, dest: Path) -> Path:
-    """Download a release's sdist with pip, which reads the user's index configuration."""
+def fetch_sdist(req: str, dest: Path, uv: str | None, work_root: Path) -> Path:
+    """Download a release's sdist with pip, which reads the user's index configuration.
+
+    pip is not always beside abistamp (`uv tool install` makes environments without it): then
+    a small environment with pip is made by uv once, under the work folder.
+    """
     import importlib.util
 
+    python = Path(sys.executable)
     if importlib.util.find_spec("pip") is None:
-        raise AbistampError(f"SOURCE `{req}` must be downloaded, and pip is not installed here",
-                            "install pip beside abistamp, or download the sdist yourself "
-                            "(`pip download --no-deps --no-binary :all: NAME==VERSION`) and pass "
-                            "the file")
+        python = work_root / "pip-env" / "bin" / "python"
+        if not python.exists():
+            if uv is None:
+                raise AbistampError(f"SOURCE `{req}` must be downloaded, and neither pip nor uv "
+                                    "is installed here",
+                                    "pip install 'abistamp[cli]', or download the sdist yourself "
+                                    "(`pip download --no-deps --no-binary :all: NAME==VERSION`) "
+                                    "and pass the file")
+            made = subprocess.run([uv, "venv", "-q", "--seed", str(python.parent.parent)],
+                                  capture_output=True, text=True, check=False)
+            if made.returncode != 0:
+                raise AbistampError(f"could not make an environment with pip to download `{req}`"
+                                    f": {made.stderr.strip()[-300:]}",
+                                    "download the sdist yourself and pass the file")
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    cmd = [str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--disable-pip-version-check", "-q", "-d", str(dest), req]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = [p for p in dest.iterdir() if p.name.endswith(SDIST_SUFFIXES)]
@@ -636,7 +651,7 @@ class Matrix:
                 folder = plan.work_root / "sdists" / hashlib.sha256(
                     plan.source.spec.encode()).hexdigest()[:16]
                 shutil.rmtree(folder, ignore_errors=True)
-                sdist = fetch_sdist(plan.source.spec, folder)
+                sdist = fetch_sdist(plan.source.spec, folder, self._uv, plan.work_root)
                 plan.source = dataclasses.replace(plan.source, path=sdist,
                                                   digest="sha256:" + sha256_file(sdist))
         return plan.source
