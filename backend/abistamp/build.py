@@ -20,10 +20,11 @@ from typing import Any, ParamSpec, TypeVar
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
 from .errors import AbistampError
-from .labels import build_tag, check_expected, render_label, stamped_version, torch_pin
+from .labels import check_expected, torch_pin
+from .plan import label_for, make_stamp
 from .profiles import Profile, select_profile
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
-from .stamp import RECORD_NAME, Stamp, read_wheel, stamp_wheel
+from .stamp import RECORD_NAME, Stamp, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -329,34 +330,20 @@ class Build:
 
     def plan(self, abi: TorchABI, built: Path, facts: dict[str, Any], *, editable: bool,
              metadata_directory: str | None) -> Stamp:
-        s = self.settings
-        label = render_label(s.label, abi, s.origin("label"))
-        info = read_wheel(built)
-        base = (info.abi_record or {}).get("original_version", info.version)
         apply, reason = self.local_version_reason(editable, metadata_directory)
-        version = stamped_version(base, label) if apply else None
-        log(f"torch {abi.torch_version} ({abi.accelerator}), label `{label}`; local version "
-            f"label {'added' if apply else 'not added'}: {reason}")
-        pin = self.pin(abi)
-        record: dict[str, Any] = {
-            **abi.as_record(),
-            "label": label,
-            "local_version": {"applied": apply, "reason": reason},
-            "pin": pin,
+        log(f"torch {abi.torch_version} ({abi.accelerator}), label "
+            f"`{label_for(self.settings, abi)}`; local version label "
+            f"{'added' if apply else 'not added'}: {reason}")
+        build_facts: dict[str, Any] = {
             "ninja": facts.get("ninja"),
             "compiler_cache": bool(facts.get("compiler_cache")),
             "compiled_cuda": facts.get("compiled_cuda", False),
             "editable": editable,
         }
         if self.profile:
-            record["profile"] = self.profile.verify(built, abi, facts)
-        return Stamp(
-            version=version,
-            build_tag=build_tag(s.build_number, label, s.origin("label")) if s.build_tag
-            else None,
-            requires=(pin,) if pin else (),
-            record=record,
-        )
+            build_facts["profile"] = self.profile.verify(built, abi, facts)
+        return make_stamp(self.settings, abi, built, apply_label=apply, reason=reason,
+                          pin=self.pin(abi), build_facts=build_facts)
 
 
 def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:

@@ -9,13 +9,13 @@ holds this wheel's metadata), and the pin is added (the stamped wheel is a new a
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from .abi import TorchABI
 from .errors import AbistampError
-from .labels import build_tag, render_label, stamped_version, torch_pin
+from .labels import torch_pin
+from .plan import make_stamp
 from .settings import ConfigSettings, Settings
 from .stamp import Stamp, read_wheel, stamp_wheel
 
@@ -31,62 +31,30 @@ def abi_from_wheel(wheel: Path) -> TorchABI:
 def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
     # nvcc and the arch list belong to a build; this wheel's build is unknown.
     abi = dataclasses.replace(abi, nvcc=None, cuda_arch_list=None)
-    info = read_wheel(wheel)
-    label = render_label(settings.label, abi, settings.origin("label"))
-    base = (info.abi_record or {}).get("original_version", info.version)
     mode = settings.local_version
-    apply = mode != "never"
     reason = (f"`local-version` is `{mode}`" if mode != "auto"
               else "stamping a finished wheel: no frontend holds its metadata")
     pin_req = torch_pin(abi, settings.pin)
-    pin = str(pin_req) if pin_req else None
-    record: dict[str, Any] = {
-        **abi.as_record(),
-        "label": label,
-        "local_version": {"applied": apply, "reason": reason},
-        "pin": pin,
-        "ninja": None,
-        "compiled_cuda": None,
-        "editable": False,
-        "stamped_after_build": True,
-    }
+    facts: dict[str, Any] = {"stamped_after_build": True}
     profile = deepspeed_profile(wheel, abi)
     if profile is not None:
-        record["profile"] = profile
-    return Stamp(
-        version=stamped_version(base, label) if apply else None,
-        build_tag=build_tag(settings.build_number, label, settings.origin("label"))
-        if settings.build_tag else None,
-        requires=(pin,) if pin else (),
-        record=record,
-    )
+        facts["profile"] = profile
+    return make_stamp(settings, abi, wheel, apply_label=mode != "never", reason=reason,
+                      pin=str(pin_req) if pin_req else None, build_facts=facts)
 
 
 def deepspeed_profile(wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
     """For a DeepSpeed wheel: check its torch_info against the ABI, as the backend does."""
-    from .profiles.deepspeed import CPU_OPS, INFO_MODULE, read_info, torch_info_problems
+    from .profiles.deepspeed import CPU_OPS, wheel_facts
 
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            source = zf.read(INFO_MODULE).decode("utf-8")
-        except KeyError:
-            return None
-    info = read_info(source)
-    problems = torch_info_problems(info.get("torch_info") or {}, abi)
-    if problems:
-        raise AbistampError(
-            f"`{wheel.name}` was built for another torch than the one given "
-            f"({'; '.join(problems)})",
-            "stamp it with the ABI of the torch it was built against")
-    ops = sorted(k for k, v in (info.get("installed_ops") or {}).items() if v)
+    facts = wheel_facts(wheel, abi, required=False)
+    if facts is None:
+        return None
     return {
-        "name": "deepspeed",
-        "accelerator_name": info.get("accelerator_name"),
-        "torch_info": info.get("torch_info"),
-        "installed_ops": ops,
+        **facts,
         # What -march its CPU ops were compiled with is not in the wheel: unknown.
         "cpu": None,
-        "cpu_ops_unknown_flags": [op for op in ops if op in CPU_OPS] or None,
+        "cpu_ops_unknown_flags": [op for op in facts["installed_ops"] if op in CPU_OPS] or None,
         "environ": {},
     }
 

@@ -87,34 +87,48 @@ class DeepSpeed:
         return undo
 
     def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
-        with zipfile.ZipFile(wheel) as zf:
-            try:
-                source = zf.read(INFO_MODULE).decode("utf-8")
-            except KeyError:
-                raise AbistampError(
-                    f"the DeepSpeed wheel `{wheel.name}` has no `{INFO_MODULE}`",
-                    "build from a DeepSpeed source tree or sdist, or set `profile = \"none\"`",
-                ) from None
-        info = read_info(source)
-        problems = torch_info_problems(info.get("torch_info") or {}, abi)
-        if problems:
-            raise AbistampError(
-                f"DeepSpeed recorded a different torch than the build used ({'; '.join(problems)}"
-                f") in `{INFO_MODULE}`",
-                "make sure setup.py imports the same torch as the build environment (no second "
-                "torch on PYTHONPATH), then build again",
-            )
-        ops = sorted(k for k, v in (info.get("installed_ops") or {}).items() if v)
-        cpu_ops = [op for op in ops if op in CPU_OPS]
+        found = wheel_facts(wheel, abi, required=True)
+        assert found is not None
+        cpu_ops = [op for op in found["installed_ops"] if op in CPU_OPS]
         return {
-            "name": self.name,
-            "accelerator_name": info.get("accelerator_name"),
-            "torch_info": info.get("torch_info"),
-            "installed_ops": ops,
+            **found,
             "cpu": (facts.get("cpu") or cpu_requirements()) if cpu_ops else None,
             "environ": {k: v for k, v in facts.get("environ", {}).items()
                         if k.startswith("DS_")},
         }
+
+
+def wheel_facts(wheel: Path, abi: TorchABI, *, required: bool) -> dict[str, Any] | None:
+    """What a DeepSpeed wheel recorded of its build, checked against the ABI.
+
+    Raises when its torch_info names another torch; None (or an error, when required) when the
+    wheel has no `git_version_info_installed.py`.
+    """
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            source = zf.read(INFO_MODULE).decode("utf-8")
+        except KeyError:
+            if not required:
+                return None
+            raise AbistampError(
+                f"the DeepSpeed wheel `{wheel.name}` has no `{INFO_MODULE}`",
+                "build from a DeepSpeed source tree or sdist, or set `profile = \"none\"`",
+            ) from None
+    info = read_info(source)
+    problems = torch_info_problems(info.get("torch_info") or {}, abi)
+    if problems:
+        raise AbistampError(
+            f"DeepSpeed recorded a different torch than the ABI stamped on `{wheel.name}` "
+            f"({'; '.join(problems)}) in `{INFO_MODULE}`",
+            "build (or stamp) it with the torch it was compiled against; when building, make "
+            "sure setup.py imports the same torch as the build environment",
+        )
+    return {
+        "name": "deepspeed",
+        "accelerator_name": info.get("accelerator_name"),
+        "torch_info": info.get("torch_info"),
+        "installed_ops": sorted(k for k, v in (info.get("installed_ops") or {}).items() if v),
+    }
 
 
 def sdist_build_string(project: Path) -> str | None:
