@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
+from .atomic import write_atomic
 from .errors import AbistampError
 from .labels import check_expected, torch_pin
 from .plan import label_for, make_stamp
@@ -244,7 +245,7 @@ class Build:
 
             text = meta.read_bytes()
             version = _header(text, "Version") or ""
-            _atomic_write(meta, edit_metadata(text, version, (pin,)))
+            write_atomic(meta, edit_metadata(text, version, (pin,)))
         return str(name)
 
     @restores_process
@@ -521,18 +522,6 @@ def _headers(data: bytes, name: str) -> list[str]:
     prefix = name.lower() + ":"
     return [line.split(":", 1)[1].strip() for line in head.splitlines()
             if line.lower().startswith(prefix)]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["RECORD_NAME", "Build", "load_backend"]

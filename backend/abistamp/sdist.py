@@ -11,14 +11,13 @@ metadata ("does not declare static metadata, making runtime-matching impossible"
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 
+from .atomic import replacing
 from .settings import read_pyproject
 
 
@@ -33,24 +32,17 @@ def finish(src: Path, out_dir: Path, project: Path) -> Path:
         if not missing:
             os.replace(src, target)
             return target
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as raw, \
+        with replacing(target) as tmp, open(tmp, "wb") as raw, \
                     gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as out:
-                mtime = members[0].mtime if members else 0
-                for m in members:
-                    out.addfile(m, tar.extractfile(m) if m.isfile() else None)
-                for arcname, path in sorted(missing):
-                    info = tarfile.TarInfo(arcname)
-                    data = path.read_bytes()
-                    info.size, info.mtime, info.mode = len(data), mtime, 0o644
-                    out.addfile(info, io.BytesIO(data))
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+            mtime = members[0].mtime if members else 0
+            for m in members:
+                out.addfile(m, tar.extractfile(m) if m.isfile() else None)
+            for arcname, path in sorted(missing):
+                info = tarfile.TarInfo(arcname)
+                data = path.read_bytes()
+                info.size, info.mtime, info.mode = len(data), mtime, 0o644
+                out.addfile(info, io.BytesIO(data))
     return target
 
 

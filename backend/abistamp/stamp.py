@@ -20,7 +20,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
@@ -32,6 +31,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
 from . import RECORD_SCHEMA, __version__
+from .atomic import replacing
 from .errors import AbistampError
 
 RECORD_NAME = "abistamp.json"
@@ -249,37 +249,12 @@ def _new_entry_time(epoch: int | None, fallback: tuple[int, ...]) -> tuple[int, 
 @contextlib.contextmanager
 def _atomic_output(target: Path) -> Iterator[int]:
     """A file descriptor to write the new file; renamed onto target only on success."""
-    remove_stale_parts(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part",
-                               dir=target.parent)
-    try:
-        yield fd
-        # No fsync: the rename is what readers and concurrent writers rely on, and a forced
-        # flush of a GiB-sized wheel would cost more than the whole rewrite.
-        os.close(fd)
-        fd = -1
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if fd >= 0:
+    with replacing(target) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            yield fd
+        finally:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_parts(folder: Path) -> None:
-    """Remove `.part` files that killed stampers left (their pid no longer runs)."""
-    for part in folder.glob(".*.whl.*.part"):
-        pid = part.name.rsplit(".", 3)[-3]
-        if pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-            except PermissionError:
-                pass
 
 
 # --- a minimal zip writer that copies members without recompressing --------------------------

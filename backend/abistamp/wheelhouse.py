@@ -26,7 +26,6 @@ import html
 import json
 import os
 import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import __version__
+from .atomic import remove_stale_parts, replacing, write_atomic
 from .errors import AbistampError
 
 MANIFEST_NAME = "abistamp-wheelhouse.json"
@@ -293,55 +293,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _temp_beside(target: Path) -> tuple[int, str]:
-    # `.NAME.PID.RANDOM.part`: the pid lets a later run remove what a killed one left.
-    return tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part",
-                            dir=target.parent)
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(target)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def place_file(src: Path, target: Path) -> None:
     """Copy (or hard-link, on one filesystem) src to target, appearing there whole or not at all."""
-    fd, tmp = _temp_beside(target)
-    os.close(fd)
-    try:
+    with replacing(target) as tmp:
         try:
             os.unlink(tmp)
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_parts(folder: Path) -> None:
-    """Remove `.part` files whose writer (the pid in the name) no longer runs."""
-    if not folder.is_dir():
-        return
-    for part in folder.glob(".*.part"):
-        pieces = part.name.rsplit(".", 3)
-        if len(pieces) == 4 and pieces[1].isdigit():
-            try:
-                os.kill(int(pieces[1]), 0)
-            except ProcessLookupError:
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-            except PermissionError:
-                pass
