@@ -145,6 +145,13 @@ def test_plain_uv_build_from_sdist_first(ds_sdist: Path, env213: Env, tmp_path: 
     record = read_record(wheel)
     assert record["torch"] == "2.13.0+cpu" and record["local_version"]["applied"] is False
     assert record["profile"]["torch_info"]["version"] == "2.13"
+    # Nothing escapes: the checkout holds only what DeepSpeed's own setup.py and setuptools
+    # write (no wheel, no scratch folder, nothing of abistamp's).
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"],
+                            cwd=tree, check=True, capture_output=True, text=True).stdout
+    changed = sorted(line[3:].rstrip("/") for line in status.splitlines())
+    assert set(changed) <= {"build", "deepspeed.egg-info",
+                            "deepspeed/git_version_info_installed.py"}, changed
 
 
 def example_project(name: str, root: Path, urls: dict[str, Path], mirror: Path) -> Path:
