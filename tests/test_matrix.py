@@ -122,6 +122,12 @@ def test_uv_pip_install_without_a_setting_reuses_the_wrong_build(
     assert_check_catches(env214)
 
 
+def machine_python() -> str:
+    """The interpreter the test venv was made from: its pip is the machine's own (the oldest
+    supported), not the test venv's upgraded one."""
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
 def assert_check_catches(env: Env) -> None:
     """`abistamp check` reports the wrong build (exit 1) and names the package."""
     exe = shutil.which("abistamp") or str(Path(sys.executable).parent / "abistamp")
@@ -136,7 +142,7 @@ def pip_install(env: Env, args: list[str], cache: Path, pip: str = "newest") -> 
     if pip == "newest":
         cmd = [str(env.python), "-m", "pip"]
     else:  # this machine's pip, run against the environment (`pip --python`, pip >= 22.3)
-        cmd = [shutil.which("python3") or "python3", "-m", "pip", "--python", str(env.python)]
+        cmd = [machine_python(), "-m", "pip", "--python", str(env.python)]
     return run([*cmd, "install", "--no-deps", "--no-build-isolation", "--cache-dir", cache,
                 *args], env=env.env()).stdout
 
@@ -148,7 +154,7 @@ def test_pip_install_from_index_reuses_its_wheel_cache_across_torches(
     --no-build-isolation it installs the old build. --no-cache-dir (or prebuilt per-ABI
     wheels) is the fix."""
     if pip == "oldest":
-        version = run(["python3", "-m", "pip", "--version"]).stdout.split()[1]
+        version = run([machine_python(), "-m", "pip", "--version"]).stdout.split()[1]
         assert version == OLDEST_PIP, f"this machine's pip is {version}"
     cache = tmp_path / "pip-cache"
     args = ["--index-url", probe_index, "abistamp-probe"]
