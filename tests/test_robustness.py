@@ -139,3 +139,58 @@ def test_a_killed_builds_scratch_folder_is_removed_by_the_next(probe: Path, env2
     run([env213.python, "-m", "build", "--wheel", "--no-isolation", "-o", out, probe])
     assert not stale.exists()
     assert len(list(out.glob("*.whl"))) == 1
+
+
+def compilers_of(session: int) -> list[int]:
+    """The compiler processes (cc1plus) of one process session."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "cc1plus" and \
+                    os.getsid(int(entry.name)) == session:
+                found.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile
+    return found
+
+
+def test_interrupting_a_real_compile_leaves_no_wheel_and_the_next_build_works(
+        tiny: Path, env213: Env, tmp_path: Path) -> None:
+    """`python -m build` of tiny-ext, interrupted while the C++ compiler runs: Ctrl-C as a
+    terminal sends it (SIGINT to the whole foreground group), then SIGKILL to the whole tree
+    (what a CI timeout does). Neither leaves a wheel or anything but a scratch folder that the
+    next build removes; the next build makes a whole wheel."""
+    out = tmp_path / "out"
+    cmd = [str(env213.python), "-m", "build", "--wheel", "--no-isolation", "-o", str(out),
+           str(tiny)]
+    rng = random.Random(7)
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env213.env(MAX_JOBS="1"),
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not compilers_of(proc.pid):
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the compiler never started"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 1.5))  # somewhere inside the compile
+        assert proc.poll() is None, "the build ended before it could be interrupted"
+        os.killpg(proc.pid, sig)
+        output = proc.communicate(timeout=120)[0]
+        assert proc.returncode != 0, output[-3000:]
+        deadline = time.monotonic() + 30
+        while compilers_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert compilers_of(proc.pid) == [], "a compiler outlived the interrupted build"
+        if out.exists():
+            assert not list(out.rglob("*.whl")), f"{sig!r} left a wheel: {list(out.rglob('*'))}"
+            assert all(p.name.startswith(".abistamp-") for p in out.iterdir()), \
+                list(out.iterdir())
+    run(cmd, env=env213.env(MAX_JOBS="1"))
+    wheels = list(out.iterdir())
+    assert [p.suffix for p in wheels] == [".whl"], wheels  # the scratch folders are gone
+    with WheelFile.open(wheels[0]) as wf:
+        wf.validate_record()
+    assert wheels[0].name.startswith("tiny_ext-0.3.0+pt213cpu-1pt213cpu-")
