@@ -7,6 +7,8 @@ the CUDA 13.0 build of torch 2.14.1, both from this machine's pip configuration.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -154,7 +156,21 @@ def copy_project(src: Path, dest: Path, vendor_backend: bool = True) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """One maker at a time per cache entry, across processes sharing $TEST_ENV_CACHE."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _download(folder: Path, spec: str, deps: bool) -> Path:
+    with cache_lock(folder.name):
+        return _download_locked(folder, spec, deps)
+
+
+def _download_locked(folder: Path, spec: str, deps: bool) -> Path:
     stamp = folder / ".done"
     if stamp.exists():
         return folder
@@ -183,6 +199,14 @@ def torch214_wheels() -> Path:
 def _make_env(name: str, torch_spec: str, find_links: Path, extra: list[str]) -> Env:
     key = hashlib.sha256(json.dumps([torch_spec, BUILD_REQS, extra]).encode()).hexdigest()[:12]
     root = CACHE / f"env-{name}-{key}"
+    with cache_lock(root.name):
+        _fill_env(root, torch_spec, find_links, extra)
+    version = run([root / "bin" / "python", "-c",
+                   "import importlib.metadata as m; print(m.version('torch'))"]).stdout.strip()
+    return Env(root, version)
+
+
+def _fill_env(root: Path, torch_spec: str, find_links: Path, extra: list[str]) -> None:
     done = root / ".abistamp-test-env"
     if not done.exists():
         if root.exists():
@@ -192,18 +216,21 @@ def _make_env(name: str, torch_spec: str, find_links: Path, extra: list[str]) ->
         run([uv, "pip", "install", "-q", "-p", root / "bin" / "python", "--find-links",
              find_links, torch_spec, *BUILD_REQS, *extra], env=clean_env())
         done.write_text(torch_spec)
-    version = run([root / "bin" / "python", "-c",
-                   "import importlib.metadata as m; print(m.version('torch'))"]).stdout.strip()
-    return Env(root, version)
 
 
 def simple_index(folder: Path) -> Path:
     """A PEP 503 index (folder/simple) over the wheels of folder, for uv's `match-runtime`."""
-    from packaging.utils import parse_wheel_filename
 
     root = folder / "simple"
-    if (root / ".done").exists():
-        return root
+    with cache_lock(f"{folder.name}-simple"):
+        if not (root / ".done").exists():
+            _write_simple(root, folder)
+    return root
+
+
+def _write_simple(root: Path, folder: Path) -> None:
+    from packaging.utils import parse_wheel_filename
+
     projects: dict[str, list[Path]] = {}
     for wheel in sorted(folder.glob("*.whl")):
         projects.setdefault(str(parse_wheel_filename(wheel.name)[0]), []).append(wheel)
