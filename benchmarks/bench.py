@@ -165,10 +165,14 @@ def bench_deepspeed(reps: int) -> list[Row]:
                "faster (ratio < 1)", ours_label="abistamp, warm ccache",
                base_label="unmodified tree", check=lambda r: r < 1)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DS_", "MAX_JOBS"))}
-    environ.update(DS_BUILD_CPU_ADAM="1", DS_BUILD_CPU_ADAGRAD="1")
+    # CCACHE_DISABLE: torch wraps its ninja compiles in ccache whenever `ccache` is on PATH (the
+    # bench env has it, and uv puts the env first on PATH), which would let "abistamp defaults"
+    # reuse the previous repetition's objects. Only the warm-cache row may use the cache.
+    environ.update(DS_BUILD_CPU_ADAM="1", DS_BUILD_CPU_ADAGRAD="1", CCACHE_DISABLE="1")
     with tempfile.TemporaryDirectory() as tmp:
         trees = {s: deepspeed_tree(Path(tmp) / str(s), s) for s in (False, True)}
-        cached = {**environ, "ABISTAMP_COMPILER_CACHE": "1", "CCACHE_DIR": f"{tmp}/ccache",
+        cached = {**{k: v for k, v in environ.items() if k != "CCACHE_DISABLE"},
+                  "ABISTAMP_COMPILER_CACHE": "1", "CCACHE_DIR": f"{tmp}/ccache",
                   "PATH": f"{env / 'bin'}{os.pathsep}{environ.get('PATH', '')}"}
 
         def build(tree: Path, environ: dict[str, str]) -> Callable[[], object]:
