@@ -257,10 +257,11 @@ def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
     app = single_index_project(tmp_path / "app", config, torch214_wheels)
     run([uv_bin(), "lock"], cwd=app)
     lock = (app / "uv.lock").read_text()
-    # Both builds of tiny-ext are locked, from the one index.
+    # Both builds of tiny-ext are locked, from the one index (uv writes its local path).
+    registry = re.escape(f"{(out / 'simple').resolve()}/")
     for label in ("pt213cpu", "pt214cu130"):
         assert re.search(rf'name = "tiny-ext"\nversion = "0\.3\.0\+{label}"\nsource = '
-                         rf'\{{ registry = "{re.escape(index)}" \}}', lock), lock
+                         rf'\{{ registry = "{registry}" \}}', lock), lock
     env = Env(app / ".venv", "")
     for extra, label, torch in (("cpu", "pt213cpu", "2.13.0+cpu"),
                                 ("cu130", "pt214cu130", "2.14.1+cu130"),
