@@ -140,7 +140,8 @@ def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tu
     (line,) = refused.stderr.splitlines()
     assert f"`{out.resolve()}/pt214cu130/{CUDA}` and `{bad.resolve()}/pt214cu130/{CUDA}` are " \
            "different files under one name" in line
-    assert "(fix: bump the build number of one and rebuild it" in line
+    assert "(fix: bump the build number: rebuild that cell with `abistamp build ... -C " \
+           "abistamp.build-number=2`" in line
     assert snapshot(out) == before
     # Into a new folder: nothing is made at all.
     refused = cli("index", b, bad, "-o", tmp_path / "new", check=False)
@@ -228,6 +229,30 @@ def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
             assert version == f"0.3.0+{label}" and runtime.startswith(torch), installer
             assert runtime.startswith(compiled), (compiled, runtime)
             run([uv_bin(), "pip", "uninstall", "-p", env.python, "tiny-ext"])
+
+
+@pytest.mark.slow
+def test_served_by_a_static_file_server(merged: tuple[Path, Result], tmp_path: Path) -> None:
+    """The folder as it is, behind `python -m http.server`: pip finds each wheel through the
+    PEP 503 index and through the flat page, and gets the bytes the hash fragment names."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(merged[0]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for where, wheel in ((["--index-url", f"{url}/simple/"], CPU),
+                             (["--no-index", "--find-links", f"{url}/all.html"], CUDA)):
+            version = wheel.split("-")[1]
+            run(["python3", "-m", "pip", "download", "--no-deps", "-d", tmp_path, *where,
+                 f"tiny-ext=={version}"], env=pip_env())
+            label = version.split("+")[1]
+            assert sha256(tmp_path / wheel) == sha256(merged[0] / label / wheel)
+    finally:
+        server.shutdown()
 
 
 def single_index_project(folder: Path, config: str, torch214_wheels: Path) -> Path:
