@@ -7,7 +7,10 @@ entries that send each package (and torch) to the index of each extra, the `conf
 the extras have different versions, and `environments` limited to the platforms the wheels are
 for. With `--source-build`, the configuration for building the packages from source instead:
 `extra-build-dependencies` with `match-runtime` (so uv's build cache keeps one build per torch),
-and the settings and environment variables the wheelhouse builds used.
+and the settings and environment variables the wheelhouse builds used. With `--single-index`,
+one index over every ABI (the wheelhouse's `simple/` or `all.html`) and no routing per extra:
+each wheel's exact torch pin lets the resolver pick it per extra (refused where a pin would
+accept another extra's torch).
 """
 
 from __future__ import annotations
