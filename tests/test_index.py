@@ -287,6 +287,16 @@ def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
     for label in ("pt213cpu", "pt214cu130"):
         assert re.search(rf'name = "tiny-ext"\nversion = "0\.3\.0\+{label}"\nsource = '
                          rf'\{{ registry = "{registry}" \}}', lock), lock
+    # The flat page over every ABI locks the same way.
+    flat_config = cli("uv-config", out, "--single-index", "--format", "flat", "--extra",
+                      "cpu=pt213cpu", "--extra", "cu130=pt214cu130").stdout
+    assert f'url = "{(out / "all.html").resolve().as_uri()}"\nformat = "flat"' in flat_config
+    flat_app = single_index_project(tmp_path / "flat-app", flat_config, torch214_wheels)
+    run([uv_bin(), "lock"], cwd=flat_app)
+    flat_lock = (flat_app / "uv.lock").read_text()
+    for label in ("pt213cpu", "pt214cu130"):
+        assert f'name = "tiny-ext", version = "0.3.0+{label}", source = {{ registry = ' \
+               f'"{(out / "all.html").resolve()}" }}' in flat_lock, flat_lock
     env = Env(app / ".venv", "")
     for extra, label, torch in (("cpu", "pt213cpu", "2.13.0+cpu"),
                                 ("cu130", "pt214cu130", "2.14.1+cu130"),

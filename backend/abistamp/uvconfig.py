@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .errors import AbistampError
@@ -148,10 +149,8 @@ def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
                             "ABI folder (leave out `--single-index`)")
 
 
-def _torch_pins(wheel: Path) -> list[Any]:
+def _torch_pins(wheel: Path) -> list[Requirement]:
     """The wheel's unconditional `Requires-Dist` requirements on torch."""
-    from packaging.requirements import Requirement
-
     from .stamp import read_wheel
 
     head = read_wheel(wheel).metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
@@ -241,28 +240,24 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
         elif source_build:
             out.append("# torch comes from your default index")
     if single_index and not source_build:
-        url, kind = _abi_url(wheelhouse, None, fmt, base_url)
-        out += ["", "[[tool.uv.index]]", f'name = "{SINGLE_INDEX}"', f'url = "{url}"']
-        if kind == "flat":
-            out.append('format = "flat"')
-        out.append("explicit = true")
+        out += _index_table(SINGLE_INDEX, *_abi_url(wheelhouse, None, fmt, base_url))
     elif not source_build:
         for r in routes:
-            url, kind = _abi_url(wheelhouse, r.label, fmt, base_url)
-            out += ["", "[[tool.uv.index]]", f'name = "{_index_name(r.label)}"',
-                    f'url = "{url}"']
-            if kind == "flat":
-                out.append('format = "flat"')
-            out.append("explicit = true")
+            out += _index_table(_index_name(r.label), *_abi_url(wheelhouse, r.label, fmt,
+                                                                base_url))
     for url, (name, kind) in torch_indexes.items():
-        out += ["", "[[tool.uv.index]]", f'name = "{name}"', f'url = "{url}"']
-        if kind == "flat":
-            if source_build:
-                out.append("# match-runtime needs torch from a PEP 503 index; uv 0.13 does "
-                           "not find it in a flat one")
-            out.append('format = "flat"')
-        out.append("explicit = true")
+        note = ("# match-runtime needs torch from a PEP 503 index; uv 0.13 does not find it "
+                "in a flat one") if source_build else None
+        out += _index_table(name, url, kind, note)
     return "\n".join(out) + "\n"
+
+
+def _index_table(name: str, url: str, kind: str, flat_note: str | None = None) -> list[str]:
+    lines = ["", "[[tool.uv.index]]", f'name = "{name}"', f'url = "{url}"']
+    if kind == "flat":
+        lines += [flat_note] if flat_note else []
+        lines.append('format = "flat"')
+    return [*lines, "explicit = true"]
 
 
 def _index_name(label: str) -> str:
