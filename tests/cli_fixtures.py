@@ -26,3 +26,17 @@ def tiny_wheelhouse(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: P
     result = cli("build", src, "--torch", "torch==2.13.0", "--find-links", torch213_wheels,
                  "-o", wheelhouse, "--work-dir", base / "work")
     return wheelhouse, src, result
+
+
+@pytest.fixture(scope="session")
+def tiny_wheelhouse_214(tmp_path_factory: pytest.TempPathFactory,
+                        tiny_wheelhouse: tuple[Path, Path, Result], torch214_wheels: Path
+                        ) -> tuple[Path, Result]:
+    """The same tiny-ext source built by a separate `abistamp build` run, into a wheelhouse of
+    its own, for the CUDA 13.0 build of torch 2.14.1 (as a second CI runner would):
+    (wheelhouse, the build's result)."""
+    base = tmp_path_factory.mktemp("tiny-wh-214")
+    wheelhouse = base / "wheelhouse"
+    result = cli("build", tiny_wheelhouse[1], "--torch", "torch==2.14.1", "--find-links",
+                 torch214_wheels, "-o", wheelhouse, "--work-dir", base / "work")
+    return wheelhouse, result

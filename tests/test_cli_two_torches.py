@@ -1,7 +1,7 @@
 """Two ABIs in one wheelhouse: tiny-ext for torch 2.13.0+cpu and for the CUDA 13.0 build of
-torch 2.14.1, each compiled for real; a uv project switching between them through the
-configuration `abistamp uv-config` prints; `check` passing the matched environments and failing
-a mismatched one.
+torch 2.14.1, each compiled for real (by the session's two build runs, merged); a uv project
+switching between them through the configuration `abistamp uv-config` prints; `check` passing
+the matched environments and failing a mismatched one.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ RUN_OP = ("import json, torch, tiny_ext; print(json.dumps([tiny_ext.scale_add(to
 
 
 @pytest.fixture(scope="module")
-def two_abis(tiny_wheelhouse: tuple[Path, Path, Result], torch214_wheels: Path,
+def two_abis(tiny_wheelhouse: tuple[Path, Path, Result],
+             tiny_wheelhouse_214: tuple[Path, Result],
              tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's torch 2.13 wheelhouse, copied, plus the torch 2.14.1 variant."""
+    """The session's torch 2.13 wheelhouse, copied, plus the torch 2.14.1 variant that the
+    session built in a run of its own, merged in by `abistamp index` (one compile per ABI for
+    the whole suite)."""
+    wheelhouse_214, result = tiny_wheelhouse_214
+    assert summary_rows(result.stdout)["torch==2.14.1"][:3] == ["built", "pt214cu130", CUDA]
     base = tmp_path_factory.mktemp("two-abis")
     wheelhouse = copy_wheelhouse(tiny_wheelhouse[0], base / "wh")
-    result = cli("build", tiny_wheelhouse[1], "--torch", "torch==2.14.1", "-f", torch214_wheels,
-                 "-o", wheelhouse, "--work-dir", base / "work")
-    assert summary_rows(result.stdout)["torch==2.14.1"][:3] == ["built", "pt214cu130", CUDA]
+    cli("index", wheelhouse_214, "-o", wheelhouse)
     return wheelhouse
 
 

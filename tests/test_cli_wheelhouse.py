@@ -36,9 +36,10 @@ def test_build_output_and_layout(tiny_wheelhouse: tuple[Path, Path, Result]) -> 
         assert f"[torch==2.13.0] {step}" in result.stderr, result.stderr
     files = sorted(p.relative_to(wheelhouse).as_posix() for p in wheelhouse.rglob("*")
                    if p.is_file())
-    assert files == [".abistamp-wheelhouse.lock", "abistamp-wheelhouse.json", "index.html",
-                     "pt213cpu/index.html", "pt213cpu/simple/index.html",
-                     "pt213cpu/simple/tiny-ext/index.html", f"pt213cpu/{TINY}"]
+    assert files == [".abistamp-wheelhouse.lock", "abistamp-wheelhouse.json", "all.html",
+                     "index.html", "pt213cpu/index.html", "pt213cpu/simple/index.html",
+                     "pt213cpu/simple/tiny-ext/index.html", f"pt213cpu/{TINY}",
+                     "simple/index.html", "simple/tiny-ext/index.html"]
     record = read_record(wheelhouse / "pt213cpu" / TINY)
     assert (record["torch"], record["cxx11abi"], record["label"]) == ("2.13.0+cpu", True,
                                                                       "pt213cpu")

@@ -41,6 +41,21 @@ def write_atomic(target: Path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
+def write_if_changed(target: Path, data: bytes) -> bool:
+    """write_atomic, unless target already holds exactly data; True when it wrote.
+
+    An index page or manifest that is already right keeps its inode and mtime, so a merge or
+    a sync to a bucket (`aws s3 sync`, `rsync`) transfers only the pages that changed.
+    """
+    try:
+        if target.stat().st_size == len(data) and target.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_atomic(target, data)
+    return True
+
+
 def remove_stale_parts(folder: Path) -> None:
     """Remove `.part` files whose writer (the pid in the name) no longer runs."""
     if not folder.is_dir():

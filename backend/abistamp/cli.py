@@ -156,15 +156,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "torch that nothing makes uv rebuild for another torch (exit 1 if any)")
     u.add_argument("--package", action="append", default=[], metavar="NAME",
                    help="only these packages (default: every package in those folders)")
-    u.add_argument("--format", choices=("flat", "simple"), default="flat",
-                   help="index kind: flat (the folder's index.html) or simple (PEP 503)")
+    u.add_argument("--format", choices=("flat", "simple"),
+                   help="index kind: flat (the folder's index.html) or simple (PEP 503); "
+                   "default flat, and simple with --single-index")
     u.add_argument("--base-url", metavar="URL",
                    help="where the wheelhouse is served (default: its local file:// URL)")
     u.add_argument("--no-torch", action="store_true",
                    help="leave torch's index to your own configuration")
     u.add_argument("--source-build", action="store_true",
                    help="configure source builds with match-runtime instead of the wheels")
+    u.add_argument("--single-index", action="store_true",
+                   help="one index holding every ABI (WHEELHOUSE/simple/, or all.html with "
+                   "--format flat): each extra's torch pin selects its wheels by resolution")
     u.set_defaults(func=cmd_uv_config)
+
+    x = sub.add_parser(
+        "index", formatter_class=fmt,
+        help="merge wheelhouses built on different machines into one indexed wheelhouse",
+        description="Merge the ABI folders and manifests of WHEELHOUSE... into OUT (new, or "
+        "existing: then they are added to it), refusing two different files under one name, "
+        "and write OUT's pages: per ABI folder a flat page and a PEP 503 index, and over every "
+        "ABI OUT/simple/ and OUT/all.html, with sha256 fragments and relative links. Only "
+        "files whose content changes are rewritten.",
+        epilog="examples:\n  abistamp index artifacts/wh-* -o public\n"
+        "  abistamp index new-cell/wheelhouse -o public    # add one cell to an existing "
+        "index\n  python -m http.server -d public   # pip install --index-url "
+        "http://HOST:8000/simple/ ...\n")
+    x.add_argument("wheelhouses", nargs="+", metavar="WHEELHOUSE",
+                   help="folders written by `abistamp build -o` (OUT itself may be one)")
+    x.add_argument("-o", "--out", required=True, metavar="OUT",
+                   help="the merged wheelhouse (created if missing)")
+    x.set_defaults(func=cmd_index)
     return parser
 
 
@@ -440,7 +462,8 @@ def cmd_uv_config(args: argparse.Namespace) -> int:
     wheelhouse = Wheelhouse(Path(args.wheelhouse))
     routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
     sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
-                            with_torch=not args.no_torch, source_build=args.source_build))
+                            with_torch=not args.no_torch, source_build=args.source_build,
+                            single_index=args.single_index))
     return EXIT_OK
 
 
@@ -458,6 +481,16 @@ def cmd_uv_check(pyproject: Path) -> int:
               f"build made for another torch ({pyproject})")
         return EXIT_MISMATCH
     print(f"ok: no dependency built against torch is left to uv's source cache ({pyproject})")
+    return EXIT_OK
+
+
+# --- index --------------------------------------------------------------------------------------
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .index import merge, render
+
+    sys.stdout.write(render(merge([Path(w) for w in args.wheelhouses], Path(args.out))))
     return EXIT_OK
 
 

@@ -7,7 +7,10 @@ entries that send each package (and torch) to the index of each extra, the `conf
 the extras have different versions, and `environments` limited to the platforms the wheels are
 for. With `--source-build`, the configuration for building the packages from source instead:
 `extra-build-dependencies` with `match-runtime` (so uv's build cache keeps one build per torch),
-and the settings and environment variables the wheelhouse builds used.
+and the settings and environment variables the wheelhouse builds used. With `--single-index`,
+one index over every ABI (the wheelhouse's `simple/` or `all.html`) and no routing per extra:
+each wheel's exact torch pin lets the resolver pick it per extra (refused where a pin would
+accept another extra's torch).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .errors import AbistampError
-from .wheelhouse import Wheelhouse
+from .wheelhouse import ALL_PAGE, Wheelhouse
 
+SINGLE_INDEX = "abistamp"  # the index name of `--single-index`
 _EXTRA = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
@@ -114,9 +119,57 @@ def _torch_index(entries: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str = "flat",
+def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
+    """Refuse a single index in which some extra's torch would accept another ABI's wheel.
+
+    With every ABI in one index nothing routes a package per extra: the resolver takes, for
+    each extra, the newest wheel whose `Requires-Dist` torch pin the extra's torch satisfies.
+    That is the right wheel only when no other ABI's wheel accepts that torch, which fails
+    when two torches differ only in their local label and the pins do not carry it (FACTS.md:
+    `torch==2.5.*` and `==2.5.1` both accept 2.5.1+cu121 and 2.5.1+cu124).
+    """
+    from packaging.version import Version
+
+    for b in routes:
+        if not b.torch_version:
+            continue
+        torch = Version(b.torch_version)
+        for a in routes:
+            for files in a.packages.values() if a is not b else ():
+                for fn in files:
+                    pins = _torch_pins(wheelhouse.root / a.label / fn)
+                    if all(p.specifier.contains(torch, prereleases=True) for p in pins):
+                        shown = ", ".join(f"`{p}`" for p in pins) or "no torch pin"
+                        raise AbistampError(
+                            f"in one index extra `{b.extra}` (torch {b.torch_version}) could "
+                            f"get `{a.label}/{fn}`: it has {shown}, which torch "
+                            f"{b.torch_version} satisfies too",
+                            "stamp the wheels with exact pins (`-C abistamp.pin=exact`: the "
+                            "pin then carries torch's local label), or route each extra to its "
+                            "ABI folder (leave out `--single-index`)")
+
+
+def _torch_pins(wheel: Path) -> list[Requirement]:
+    """The wheel's unconditional `Requires-Dist` requirements on torch."""
+    from .stamp import read_wheel
+
+    head = read_wheel(wheel).metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
+    pins = []
+    for line in head.splitlines():
+        if line.lower().startswith("requires-dist:"):
+            req = Requirement(line.split(":", 1)[1].strip())
+            if canonicalize_name(req.name) == "torch" and (
+                    req.marker is None or req.marker.evaluate({"extra": ""})):
+                pins.append(req)
+    return pins
+
+
+def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = None,
            base_url: str | None = None, with_torch: bool = True,
-           source_build: bool = False) -> str:
+           source_build: bool = False, single_index: bool = False) -> str:
+    if single_index:
+        check_single_index(wheelhouse, routes)
+    fmt = fmt or ("simple" if single_index else "flat")
     out: list[str] = []
     names = sorted({n for r in routes for n in r.packages})
     tags = _wheel_tags(wheelhouse, routes)
@@ -163,7 +216,12 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str = "flat",
                 out.append(f"{name} = {_inline(settings)}")
     out.append("")
     out.append("[tool.uv.sources]")
-    if not source_build:
+    if single_index and not source_build:
+        out.append("# One index holds every ABI: the torch of each extra selects the wheel "
+                   "whose torch pin it")
+        out.append("# satisfies, by resolution alone (no routing per extra).")
+        out += [f'{name} = {{ index = "{SINGLE_INDEX}" }}' for name in names]
+    elif not source_build:
         for name in names:
             items = [f'    {{ index = "{_index_name(r.label)}", extra = "{r.extra}" }},'
                      for r in routes if name in r.packages]
@@ -181,38 +239,42 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str = "flat",
             out += ["torch = [", *items, "]"]
         elif source_build:
             out.append("# torch comes from your default index")
-    if not source_build:
+    if single_index and not source_build:
+        out += _index_table(SINGLE_INDEX, *_abi_url(wheelhouse, None, fmt, base_url))
+    elif not source_build:
         for r in routes:
-            url, kind = _abi_url(wheelhouse, r.label, fmt, base_url)
-            out += ["", "[[tool.uv.index]]", f'name = "{_index_name(r.label)}"',
-                    f'url = "{url}"']
-            if kind == "flat":
-                out.append('format = "flat"')
-            out.append("explicit = true")
+            out += _index_table(_index_name(r.label), *_abi_url(wheelhouse, r.label, fmt,
+                                                                base_url))
     for url, (name, kind) in torch_indexes.items():
-        out += ["", "[[tool.uv.index]]", f'name = "{name}"', f'url = "{url}"']
-        if kind == "flat":
-            if source_build:
-                out.append("# match-runtime needs torch from a PEP 503 index; uv 0.13 does "
-                           "not find it in a flat one")
-            out.append('format = "flat"')
-        out.append("explicit = true")
+        note = ("# match-runtime needs torch from a PEP 503 index; uv 0.13 does not find it "
+                "in a flat one") if source_build else None
+        out += _index_table(name, url, kind, note)
     return "\n".join(out) + "\n"
+
+
+def _index_table(name: str, url: str, kind: str, flat_note: str | None = None) -> list[str]:
+    lines = ["", "[[tool.uv.index]]", f'name = "{name}"', f'url = "{url}"']
+    if kind == "flat":
+        lines += [flat_note] if flat_note else []
+        lines.append('format = "flat"')
+    return [*lines, "explicit = true"]
 
 
 def _index_name(label: str) -> str:
     return f"abistamp-{label}"
 
 
-def _abi_url(wheelhouse: Wheelhouse, label: str, fmt: str, base_url: str | None
+def _abi_url(wheelhouse: Wheelhouse, label: str | None, fmt: str, base_url: str | None
              ) -> tuple[str, str]:
+    """The index of one ABI folder, or (label None) the one over every ABI."""
+    folder = wheelhouse.root / label if label else wheelhouse.root
     if base_url:
-        root = base_url.rstrip("/") + "/" + label
+        root = base_url.rstrip("/") + ("/" + label if label else "")
     else:
-        root = (wheelhouse.root / label).resolve().as_uri()
+        root = folder.resolve().as_uri()
     if fmt == "simple":
         return root + "/simple/", "simple"
-    return root + "/", "flat"
+    return (root + "/" + ("" if label else ALL_PAGE)), "flat"
 
 
 def _wheel_tags(wheelhouse: Wheelhouse, routes: list[Route]) -> set[tuple[str, str, str]]:

@@ -4,7 +4,10 @@ Layout (docs/cli.md)::
 
     WHEELHOUSE/
       abistamp-wheelhouse.json        the manifest: what was built from what
-      index.html                      links to the ABI folders, for people
+      index.html                      links to the ABI folders and the pages below, for people
+      all.html                        flat index of every ABI (pip --find-links)
+      simple/index.html               PEP 503 index of every ABI (one index, every ABI)
+      simple/tiny-ext/index.html
       pt213cpu/                       one folder per ABI label
         tiny_ext-0.3.0+pt213cpu-1pt213cpu-cp311-cp311-linux_x86_64.whl
         index.html                    flat index (pip --find-links, uv format = "flat")
@@ -27,19 +30,20 @@ import json
 import os
 import shutil
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import __version__
-from .atomic import remove_stale_parts, replacing, write_atomic
+from .atomic import remove_stale_parts, replacing, write_if_changed
 from .errors import AbistampError
 
 MANIFEST_NAME = "abistamp-wheelhouse.json"
 LOCK_NAME = ".abistamp-wheelhouse.lock"
 MANIFEST_SCHEMA = 1
+ALL_PAGE = "all.html"  # the flat page over every ABI folder
 
 
 class Wheelhouse:
@@ -130,7 +134,7 @@ class Wheelhouse:
             note = "added"
             target = folder / built.name
             if target.exists():
-                if self._file_sha(manifest, target) == digest:
+                if self.file_sha(manifest, target) == digest:
                     note = "identical to the wheel already there"
                 else:
                     old = target.name
@@ -153,7 +157,7 @@ class Wheelhouse:
                      "size": target.stat().st_size}
             manifest["variants"][key] = entry
             manifest["generator"] = f"abistamp {__version__}"
-            self.write_indexes(manifest, label)
+            self.write_indexes(manifest, [label])
             self.save(manifest)
         return entry, note
 
@@ -182,15 +186,15 @@ class Wheelhouse:
                           build_tag=build_tag(number, str(record["label"])),
                           requires=tuple(record.get("requires") or ()), record=dict(record))
             candidate = stamp_wheel(built, scratch / f"try-{number}", stamp)
-            if sha256_file(candidate) == self._file_sha(manifest, other):
+            if sha256_file(candidate) == self.file_sha(manifest, other):
                 return candidate
         return None
 
-    def save(self, manifest: dict[str, Any]) -> None:
+    def save(self, manifest: dict[str, Any]) -> bool:
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        write_atomic(self.manifest_path, text.encode("utf-8"))
+        return write_if_changed(self.manifest_path, text.encode("utf-8"))
 
-    def _file_sha(self, manifest: dict[str, Any], path: Path) -> str:
+    def file_sha(self, manifest: dict[str, Any], path: Path) -> str:
         rel = path.relative_to(self.root).as_posix()
         known = manifest["files"].get(rel)
         if known and known.get("size") == path.stat().st_size:
@@ -199,37 +203,73 @@ class Wheelhouse:
 
     # --- indexes ------------------------------------------------------------------------------
 
-    def write_indexes(self, manifest: dict[str, Any], label: str) -> None:
-        """The flat and PEP 503 pages of one ABI folder, and the top page; from what is there."""
-        folder = self.root / label
+    def write_indexes(self, manifest: dict[str, Any],
+                      labels: Iterable[str] | None = None) -> list[Path]:
+        """The pages of these ABI folders (default: all), the pages over every ABI and the top
+        page, from the wheels that are there; returns the pages whose content changed.
+
+        Pages are rewritten only when their content changes (`write_if_changed`): adding one
+        ABI leaves the other folders' pages, inode and mtime, as they were.
+        """
         files: dict[str, dict[str, Any]] = manifest["files"]
-        wheels = sorted(folder.glob("*.whl"))
-        facts = []
-        for wheel in wheels:
-            rel = f"{label}/{wheel.name}"
-            known = files.get(rel)
-            if not known or known.get("size") != wheel.stat().st_size:
-                known = files[rel] = file_facts(wheel, sha256_file(wheel))
-            facts.append((wheel.name, known))
-        for rel in [r for r in files if r.startswith(label + "/")
-                    and not (self.root / r).exists()]:
+        for rel in [r for r in files if not (self.root / r).exists()]:
             del files[rel]
-        flat = [_link(name, name, f) for name, f in facts]
-        write_atomic(folder / "index.html", _page(f"abistamp wheelhouse: {label}", flat))
-        projects: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for name, f in facts:
-            projects.setdefault(str(parse_wheel_filename(name)[0]), []).append((name, f))
-        simple = folder / "simple"
-        for project, items in sorted(projects.items()):
-            links = [_link("../../" + name, name, f) for name, f in items]
-            write_atomic(simple / project / "index.html", _page(f"Links for {project}", links))
-        for stale in simple.glob("*/index.html") if simple.is_dir() else []:
-            if stale.parent.name not in projects:
-                shutil.rmtree(stale.parent, ignore_errors=True)
-        root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
-        write_atomic(simple / "index.html", _page("Simple index", root_links))
-        top = [f'<a href="{html.escape(lbl)}/">{html.escape(lbl)}</a>' for lbl in self.labels()]
-        write_atomic(self.root / "index.html", _page("abistamp wheelhouse", top))
+        every = self.labels()
+        facts: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for label in every:
+            facts[label] = []
+            for wheel in sorted((self.root / label).glob("*.whl")):
+                rel = f"{label}/{wheel.name}"
+                known = files.get(rel)
+                if not known or known.get("size") != wheel.stat().st_size:
+                    known = files[rel] = {**(known or {}),
+                                          **file_facts(wheel, sha256_file(wheel))}
+                facts[label].append((wheel.name, known))
+        written: list[Path] = []
+
+        def put(path: Path, title: str, lines: list[str]) -> None:
+            if write_if_changed(path, _page(title, lines)):
+                written.append(path)
+
+        for label in every if labels is None else [lb for lb in labels if lb in facts]:
+            folder = self.root / label
+            put(folder / "index.html", f"abistamp wheelhouse: {label}",
+                [_link(name, name, f) for name, f in facts[label]])
+            written += _write_simple(folder / "simple",
+                                     [("../" + name, name, f) for name, f in facts[label]])
+        # Over every ABI: the one index that `uv-config --single-index` points at.
+        combined = sorted((name, f"{label}/{name}", f) for label in every
+                          for name, f in facts[label])
+        written += _write_simple(self.root / "simple",
+                                 [("../" + rel, name, f) for name, rel, f in combined])
+        put(self.root / ALL_PAGE, "abistamp wheelhouse: every ABI",
+            [_link(rel, name, f) for name, rel, f in combined])
+        top = [f'<a href="{html.escape(lbl)}/">{html.escape(lbl)}</a><br>' for lbl in every]
+        top += [f'<a href="{ALL_PAGE}">every wheel of every ABI (flat)</a><br>',
+                '<a href="simple/">PEP 503 index of every ABI</a><br>']
+        put(self.root / "index.html", "abistamp wheelhouse", top)
+        return written
+
+
+def _write_simple(root: Path, items: list[tuple[str, str, dict[str, Any]]]) -> list[Path]:
+    """A PEP 503 index at root over (href relative to root, filename, facts); returns the pages
+    written. Project pages of projects no longer there are removed."""
+    projects: dict[str, list[str]] = {}
+    for href, name, f in items:
+        # A project page is one folder below root: its links go one level further up.
+        projects.setdefault(str(parse_wheel_filename(name)[0]), []).append(
+            _link("../" + href, name, f))
+    written = []
+    for project, links in sorted(projects.items()):
+        if write_if_changed(root / project / "index.html", _page(f"Links for {project}", links)):
+            written.append(root / project / "index.html")
+    for stale in root.glob("*/index.html") if root.is_dir() else []:
+        if stale.parent.name not in projects:
+            shutil.rmtree(stale.parent, ignore_errors=True)
+    root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
+    if write_if_changed(root / "index.html", _page("Simple index", root_links)):
+        written.append(root / "index.html")
+    return written
 
 
 def _link(href: str, text: str, facts: dict[str, Any]) -> str:

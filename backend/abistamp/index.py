@@ -1,0 +1,175 @@
+"""`abistamp index`: merge wheelhouses built on different machines into one, and index it.
+
+Each CI runner builds its cells into a wheelhouse of its own (`abistamp build -o`); the final
+job merges them: every input's ABI folders into OUT, the manifests into OUT's (each wheel and
+variant remembers the wheelhouse it came from), and then the pages over OUT are written by the
+wheelhouse's own writers (wheelhouse.py): per ABI folder a flat page and a PEP 503 index, and
+over every ABI `simple/` and `all.html`. All links are relative: OUT can be served by any
+static file server or synced to a bucket as it is.
+
+A filename never names two contents (uv and pip cache wheels by filename: FACTS.md): two
+different files under one name are refused before anything is written. Identical files are
+one wheel. Merging into an OUT that already holds wheels adds to it; pages and the manifest are
+rewritten only where their content changes, and wheels already there are not copied again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AbistampError
+from .wheelhouse import ALL_PAGE, MANIFEST_NAME, Wheelhouse, file_facts, place_file, sha256_file
+
+
+@dataclasses.dataclass(frozen=True)
+class Wheel:
+    rel: str  # "<label>/<filename>", the same in every wheelhouse
+    path: Path
+    sha256: str
+    origin: str  # the wheelhouse it was built in
+
+
+@dataclasses.dataclass
+class Merged:
+    out: Path
+    added: dict[str, list[str]]  # input -> rels copied into OUT
+    already: dict[str, list[str]]  # input -> rels OUT already had, byte for byte
+    pages: list[Path]  # pages (and the manifest) whose content changed
+    labels: list[str]
+    wheels: int
+
+
+def _wheels(wheelhouse: Wheelhouse) -> dict[str, Path]:
+    return {f"{label}/{w.name}": w for label in wheelhouse.labels()
+            for w in sorted((wheelhouse.root / label).glob("*.whl"))}
+
+
+def _inputs(paths: list[Path], out: Path) -> list[Wheelhouse]:
+    seen: set[Path] = set()
+    found = []
+    for path in paths:
+        root = path.resolve()
+        if not root.is_dir():
+            raise AbistampError(f"the wheelhouse `{path}` does not exist",
+                                "pass the folders that `abistamp build -o` wrote")
+        if not (root / MANIFEST_NAME).is_file():
+            raise AbistampError(f"`{path}` is not a wheelhouse: it has no `{MANIFEST_NAME}`",
+                                "pass the folder that `abistamp build -o` wrote (the one "
+                                "holding the ABI folders), not an ABI folder or a wheel")
+        # OUT is merged into as it is; naming it among the inputs adds nothing.
+        if root not in seen and root != out.resolve():
+            seen.add(root)
+            found.append(Wheelhouse(root))
+    return found
+
+
+def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
+         hashes: dict[Path, str]) -> tuple[list[tuple[Wheelhouse, Wheel]],
+                                           list[tuple[Wheelhouse, Wheel]]]:
+    """(wheels to copy into OUT, wheels OUT or an earlier input already has), or the error.
+
+    Input wheels are hashed afresh (they come from other machines, and the pages will publish
+    their sha256); OUT's own are taken from its manifest where the size still matches.
+    """
+    by_name: dict[str, Wheel] = {}
+    if out.root.is_dir():
+        for rel, path in _wheels(out).items():
+            facts = manifest["files"].get(rel) or {}
+            by_name[path.name] = Wheel(rel, path, out.file_sha(manifest, path),
+                                       str(facts.get("origin") or out.root))
+    add: list[tuple[Wheelhouse, Wheel]] = []
+    same: list[tuple[Wheelhouse, Wheel]] = []
+    conflicts: list[tuple[Wheel, Wheel]] = []
+    for wheelhouse in inputs:
+        for rel, path in _wheels(wheelhouse).items():
+            if path not in hashes:
+                hashes[path] = sha256_file(path)
+            wheel = Wheel(rel, path, hashes[path], str(wheelhouse.root))
+            known = by_name.get(path.name)
+            if known is None:
+                by_name[path.name] = wheel
+                add.append((wheelhouse, wheel))
+            elif known.sha256 == wheel.sha256 and known.rel == wheel.rel:
+                same.append((wheelhouse, wheel))
+            else:
+                conflicts.append((known, wheel))
+    if conflicts:
+        first, second = conflicts[0]
+        more = f" ({len(conflicts) - 1} more name(s) like it)" if len(conflicts) > 1 else ""
+        if first.sha256 != second.sha256:
+            raise AbistampError(
+                f"`{first.path}` and `{second.path}` are different files under one name "
+                f"(sha256 {first.sha256[:12]}... and {second.sha256[:12]}...){more}; uv and pip "
+                f"cache wheels by filename, so one index must not offer both; nothing was "
+                f"written to `{out.root}`",
+                "bump the build number: rebuild that cell with `abistamp build ... "
+                "-C abistamp.build-number=2` (or leave one of the two wheelhouses out)")
+        raise AbistampError(
+            f"`{first.path}` and `{second.path}` are one wheel in two ABI folders{more}; "
+            f"nothing was written to `{out.root}`",
+            f"keep it only in the folder its ABI label names (`{first.rel}`)")
+    return add, same
+
+
+def merge(paths: list[Path], out_dir: Path) -> Merged:
+    out = Wheelhouse(out_dir)
+    inputs = _inputs(paths, out.root)
+    hashes: dict[Path, str] = {}
+    # Checked before the lock, whose file would be OUT's first change: a refused merge leaves
+    # OUT as it was, or absent. Checked again under the lock (the hashes are kept) because
+    # another run may have published into OUT in between.
+    plan(inputs, out, out.load(), hashes)
+    with out.locked():
+        manifest = out.load()
+        add, same = plan(inputs, out, manifest, hashes)
+        manifests = {w.root: w.load() for w in inputs}
+        entries: dict[str, Any] = {}
+        for wheelhouse, wheel in add:
+            target = out.root / wheel.rel
+            place_file(wheel.path, target)
+            facts = manifests[wheelhouse.root]["files"].get(wheel.rel) or {}
+            manifest["files"][wheel.rel] = {**file_facts(target, wheel.sha256),
+                                            "origin": str(facts.get("origin") or wheel.origin)}
+        for wheelhouse in inputs:
+            for key, entry in manifests[wheelhouse.root]["variants"].items():
+                facts = manifest["files"].get(entry.get("wheel"))
+                # An entry whose wheel is not the file now in OUT would make `abistamp build`
+                # skip a variant whose wheel is not there.
+                if facts is None or entry.get("sha256") not in (None, facts["sha256"]):
+                    continue
+                entries[key] = {**entry, "origin": entry.get("origin") or str(wheelhouse.root)}
+        for key, entry in entries.items():
+            if manifest["variants"].get(key, {}).get("wheel") != entry.get("wheel"):
+                manifest["variants"][key] = entry
+        manifest["merged_from"] = sorted({*manifest.get("merged_from", []),
+                                          *(str(w.root) for w in inputs)})
+        manifest["generator"] = f"abistamp {__version__}"
+        pages = out.write_indexes(manifest)
+        if out.save(manifest):
+            pages.append(out.manifest_path)
+    added: dict[str, list[str]] = {str(w.root): [] for w in inputs}
+    already: dict[str, list[str]] = {str(w.root): [] for w in inputs}
+    for wheelhouse, wheel in add:
+        added[str(wheelhouse.root)].append(wheel.rel)
+    for wheelhouse, wheel in same:
+        already[str(wheelhouse.root)].append(wheel.rel)
+    labels = out.labels()
+    return Merged(out.root, added, already, pages, labels, len(_wheels(out)))
+
+
+def render(merged: Merged) -> str:
+    lines = []
+    for source, rels in merged.added.items():
+        have = merged.already[source]
+        lines.append(f"{source}: {len(rels)} wheel(s) added, {len(have)} already there")
+        lines += [f"  + {rel}" for rel in rels]
+    lines.append(f"{merged.out}: {merged.wheels} wheel(s) in {len(merged.labels)} ABI "
+                 f"folder(s) ({', '.join(merged.labels) or 'none'}); "
+                 f"{len(merged.pages)} file(s) rewritten")
+    lines += [f"  ~ {p.relative_to(merged.out).as_posix()}" for p in merged.pages]
+    lines.append(f"PEP 503 index: {merged.out / 'simple'}/   flat page: "
+                 f"{merged.out / ALL_PAGE}")
+    return "\n".join(lines) + "\n"
