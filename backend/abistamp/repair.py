@@ -55,6 +55,8 @@ INSTALL_FIX = "install it with `pip install 'abistamp[repair]'` (auditwheel and 
 # builds. Used only for sonames the torch environment does not resolve (or when there is none).
 NAME_PATTERNS = (
     "libtorch.so*", "libtorch_*.so*", "libc10.so*", "libc10_*.so*", "libshm.so*",
+    # torch's CPU and CUDA wheels ship their OpenMP runtime as torch/lib/libgomp.so.1; the
+    # extension must share that one, not graft a second.
     "libcaffe2_*.so*", "libgomp-*.so*", "libgomp.so*",
     # CUDA runtime and libraries, as the nvidia-* wheels and torch's CUDA builds ship them.
     "libcudart.so*", "libcublas.so*", "libcublasLt.so*", "libcudnn*.so*", "libcufft.so*",
