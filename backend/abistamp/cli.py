@@ -33,6 +33,7 @@ examples:
   abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1 -o wh
   abistamp stamp dist/foo-1.0-cp311-cp311-linux_x86_64.whl --python .venv -o stamped/
   abistamp inspect wheelhouse/pt213cpu/*.whl
+  abistamp repair wheelhouse/pt213cpu/*.whl -o dist/
   abistamp check --python .venv/bin/python
   abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra cu130=pt214cu130
 
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "repair", formatter_class=fmt,
-        help="give wheels a manylinux tag with auditwheel, leaving torch's libraries to torch",
+        help="give wheels a manylinux tag, leaving torch's libraries to torch",
         description="Repair stamped wheels with auditwheel for publishing: the best manylinux "
         "policy they meet (or --plat), other libraries grafted, torch's own (libtorch, libc10, "
         "CUDA runtime and the nvidia-* libraries) left to the installed torch; the stamps and "

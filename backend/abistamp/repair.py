@@ -277,6 +277,10 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     needed = needed_libraries(wheel)
     torch_owned = {soname: why for sonames in needed.values() for soname in sonames
                    if (why := libs.owner(soname)) is not None}
+    if source_date_epoch is None and not os.environ.get("SOURCE_DATE_EPOCH"):
+        # auditwheel dates every member with SOURCE_DATE_EPOCH, else the time of the repair:
+        # keep the wheel's own date, so that a reproducible wheel stays so when repaired.
+        source_date_epoch = _zip_epoch(wheel, info.dist_info)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -395,9 +399,11 @@ def _explain(wheel: Path, policy: Any, a: Any) -> None:
             if too_new:
                 problems.append(f"`{lib}` symbol versions {', '.join(too_new[-3:])} are newer "
                                 f"than {policy.name} allows")
-        fix = (f"compile on an older toolchain, in the `quay.io/pypa/{policy.name}` image as "
-               f"torch's own wheels are, or repair to a newer policy (`--plat auto` picks "
-               f"{a.sym_policy.name if a.sym_policy != a.policies.linux else 'none here'})")
+        image = policy.aliases[0] if policy.aliases else policy.name
+        best = a.sym_policy.name if a.sym_policy != a.policies.linux else "none here"
+        fix = (f"compile with an older toolchain, as in the `quay.io/pypa/{image}` image "
+               f"(torch's own wheels are manylinux_2_28), or repair to a newer policy "
+               f"(`--plat auto` picks {best})")
     if policy > a.blacklist_policy:
         ref = a.external_refs.get(policy.name)
         for lib, symbols in sorted((ref.blacklist if ref else {}).items()):
@@ -425,6 +431,14 @@ def _explain(wheel: Path, policy: Any, a: Any) -> None:
     if policy == a.policies.linux:
         raise AbistampError(f"`{wheel.name}` meets no manylinux policy",
                             "run `auditwheel show` on it to see why")
+
+
+def _zip_epoch(wheel: Path, dist_info: str) -> str:
+    import calendar
+
+    with zipfile.ZipFile(wheel) as zf:
+        when = zf.getinfo(f"{dist_info}/METADATA").date_time
+    return str(calendar.timegm((*when, 0, 0, 0)))
 
 
 def _version_key(symbol: str) -> tuple[int, ...]:
