@@ -186,6 +186,9 @@ def wheel_arch(wheel: Path) -> str:
     """The machine of a linux wheel from its platform tag (`linux_x86_64` -> `x86_64`)."""
     tags = parse_wheel_filename(wheel.name)[3]
     platforms = {t.platform for t in tags}
+    if platforms == {"any"}:
+        raise AbistampError(f"`{wheel.name}` holds no compiled code: there is nothing to repair",
+                            "publish it as it is (a pure wheel needs no manylinux tag)")
     arches = set()
     for p in platforms:
         if p.startswith(("linux_", "manylinux")):
