@@ -33,6 +33,7 @@ examples:
   abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1 -o wh
   abistamp stamp dist/foo-1.0-cp311-cp311-linux_x86_64.whl --python .venv -o stamped/
   abistamp inspect wheelhouse/pt213cpu/*.whl
+  abistamp repair wheelhouse/pt213cpu/*.whl -o dist/
   abistamp check --python .venv/bin/python
   abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra cu130=pt214cu130
 
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--work-dir", metavar="DIR",
                    help="where build environments, source copies and logs go (default: "
                    "$TMPDIR/abistamp-$UID)")
+    b.add_argument("--repair", nargs="?", const="auto", metavar="PLAT",
+                   help="repair each new wheel with auditwheel before it enters the wheelhouse "
+                   "(manylinux tag; torch's libraries left to torch); PLAT: a policy such as "
+                   "manylinux_2_28_x86_64, default auto (write --repair=PLAT)")
     b.set_defaults(func=cmd_build)
 
     s = sub.add_parser(
@@ -119,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--project", metavar="DIR",
                    help="read [tool.abistamp] from this project's pyproject.toml")
     s.set_defaults(func=cmd_stamp)
+
+    r = sub.add_parser(
+        "repair", formatter_class=fmt,
+        help="give wheels a manylinux tag, leaving torch's libraries to torch",
+        description="Repair stamped wheels with auditwheel for publishing: the best manylinux "
+        "policy they meet (or --plat), other libraries grafted, torch's own (libtorch, libc10, "
+        "CUDA runtime and the nvidia-* libraries) left to the installed torch; the stamps and "
+        "the ABI record kept. Needs `pip install 'abistamp[repair]'`.",
+        epilog="examples:\n"
+        "  abistamp repair wheelhouse/pt213cpu/*.whl -o dist/\n"
+        "  abistamp repair dist/foo-*.whl -o dist/ --plat manylinux_2_28_x86_64 --python .venv\n")
+    r.add_argument("wheels", nargs="+", metavar="WHEEL")
+    r.add_argument("-o", "--out-dir", required=True, metavar="OUT",
+                   help="where the repaired wheels go")
+    r.add_argument("--plat", default="auto", metavar="PLAT",
+                   help="the manylinux policy, e.g. manylinux_2_28_x86_64 (default: auto, the "
+                   "best one the wheel meets)")
+    r.add_argument("--python", metavar="PATH",
+                   help="the torch environment the wheels were built against: sonames found "
+                   "in its torch and nvidia library folders are left to torch (default: "
+                   "$VIRTUAL_ENV or ./.venv when its torch matches; else by name)")
+    r.set_defaults(func=cmd_repair)
 
     i = sub.add_parser("inspect", formatter_class=fmt, help="show the ABI record, stamps and torch pins of wheels",
                        description="Show the ABI record, stamps and torch pins of wheels.",
@@ -268,6 +295,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise AbistampError(f"`--jobs {args.jobs}` must be at least 1", "pass `--jobs 2`")
     for spec in args.torch:
         parse_torch_requirement(spec, f"`--torch {spec}`")
+    if args.repair is not None:
+        from .repair import check_policy
+
+        check_policy(args.repair, os.uname().machine, "--repair")
     config = parse_config(args.config_setting)
     explicit_env = parse_pairs(args.env, "--env")
     # Unknown settings fail here, once, rather than in every variant's build.
@@ -284,7 +315,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = Plan(source=source, wheelhouse=wheelhouse, variants=variants,
                 index_url=args.index_url, extra_index_urls=list(args.extra_index_url),
                 find_links=find_links, config=config, environ=recorded_environ(explicit_env),
-                rebuild=args.rebuild, jobs=args.jobs)
+                rebuild=args.rebuild, jobs=args.jobs, repair=args.repair)
     if work_root:
         plan.work_root = work_root
     width = max(len(v.name) for v in variants)
@@ -335,6 +366,20 @@ def cmd_stamp(args: argparse.Namespace) -> int:
     results = stamp_files(wheels, abi, out_dir, parse_config(args.config_setting), project)
     for src, dest in zip(wheels, results):
         print(f"{src.name} -> {dest}")
+    return EXIT_OK
+
+
+# --- repair -------------------------------------------------------------------------------------
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .envs import default_python, resolve_python
+    from .repair import repair_files
+
+    explicit = args.python is not None
+    python = resolve_python(args.python) if explicit else default_python()
+    repair_files([Path(w) for w in args.wheels], Path(args.out_dir), args.plat, python,
+                 explicit, print)
     return EXIT_OK
 
 
@@ -412,6 +457,11 @@ def render_wheel(d: dict[str, Any]) -> str:
             if cpu:
                 row("cpu", f"{cpu.get('machine')} -march={cpu.get('march')} "
                     f"({' '.join(cpu.get('flags') or [])})")
+        rep = r.get("repair")
+        if rep:
+            row("repaired", f"{rep.get('policy')} by {rep.get('tool')}; left to torch: "
+                f"{', '.join(rep.get('left_to_torch') or []) or 'none'}; grafted: "
+                f"{', '.join(rep.get('grafted') or []) or 'none'}")
         row("stamped by", f"abistamp {r.get('abistamp')} (record schema {r.get('schema')})")
     if d.get("deepspeed"):
         ti = d["deepspeed"]["torch_info"] or {}

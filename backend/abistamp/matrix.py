@@ -308,6 +308,7 @@ class Plan:
     environ: dict[str, str] = dataclasses.field(default_factory=dict)  # --env and recorded
     rebuild: bool = False
     jobs: int = 1
+    repair: str | None = None  # an auditwheel policy (or "auto") to repair each new wheel to
     work_root: Path = dataclasses.field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"abistamp-{os.getuid()}")
 
@@ -342,6 +343,9 @@ def variant_key(plan: Plan, variant: Variant) -> tuple[str, dict[str, Any]]:
         "environ": plan.environ,
         "python": python_version(variant.python),
     }
+    if plan.repair is not None:
+        # A repaired wheel is another file than the plain one: not a skip of the other.
+        fields["repair"] = plan.repair
     if variant.existing:
         torch = installed_torch(variant.python)
         if torch is None:
@@ -637,9 +641,29 @@ class Matrix:
             "seconds": round(time.monotonic() - start, 1),
             "abistamp": __version__,
         }
+        if plan.repair is not None:
+            wheel = self._repair(variant, wheel, python, env, work)
+            entry["repair"] = _abi_record(wheel).get("repair")
         self.say(variant, "publishing into the wheelhouse")
         return plan.wheelhouse.publish(wheel, entry, replace=plan.rebuild,
                                        scratch=work / "restamp")
+
+    def _repair(self, variant: Variant, wheel: Path, python: Path, env: dict[str, str],
+                work: Path) -> Path:
+        """auditwheel repair, before the wheel enters the wheelhouse (see repair.py); the build
+        environment tells torch's libraries apart."""
+        from .repair import repair_wheel, torch_libraries
+
+        assert self.plan.repair is not None
+        self.say(variant, f"repairing the wheel (auditwheel, {self.plan.repair})")
+        libs = torch_libraries(python, _abi_record(wheel), explicit=True)
+        notes: list[str] = []
+        repaired = repair_wheel(wheel, work / "repaired", self.plan.repair, libs, notes.append,
+                                source_date_epoch=env.get("SOURCE_DATE_EPOCH"))
+        self.say(variant, f"repaired: {repaired.policy}; left to torch: "
+                 f"{', '.join(sorted(repaired.left_to_torch)) or 'none'}; grafted: "
+                 f"{', '.join(repaired.grafted) or 'none'}")
+        return repaired.path
 
     def _fetched_source(self, variant: Variant) -> Source:
         plan = self.plan
