@@ -442,7 +442,10 @@ def _coerce_matrix(field: Field, raw: Any, where: str) -> Any:
     import re
 
     if field.kind == "str":
-        value: str = _coerce(field, raw, where)
+        if not isinstance(raw, str):  # a TOML number here is a mistake, not a name
+            raise AbistampError(f"{where} must be a string, found {raw!r}",
+                                f'quote it: {field.key} = "{raw}"')
+        value = raw.strip()
         if not value and field.key == "wheelhouse":
             raise AbistampError(f"{where} is empty", 'name a folder, such as "wheelhouse"')
         return value
