@@ -4,6 +4,7 @@ workflow's own step commands run on this machine for two cells, then merged."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -66,7 +67,8 @@ def cell(torch: str, acc: str, runs_on: str, index: str, env: list[str]) -> dict
             "-C", "abistamp.build-number=2", "-o", "wheelhouse"]
     return {"name": name, "torch": torch, "torch_requirement": f"torch=={torch}",
             "accelerator": acc, "python": "3.11", "python_tag": "cp311", "runs_on": runs_on,
-            "wheelhouse": "wheelhouse", "artifact": f"wheelhouse-{name}", "args": args,
+            "wheelhouse": "wheelhouse", "artifact": f"wheelhouse-{name}", "index_url": "",
+            "extra_index_urls": [index], "find_links": [], "args": args,
             "args_shell": " ".join(args)}
 
 
@@ -220,8 +222,6 @@ def test_bad_command_line(tmp_path: Path) -> None:
 
 
 def test_settings_model_is_the_source_of_keys_and_docs() -> None:
-    import dataclasses
-
     assert [f.attr for f in MATRIX_FIELDS] == \
         [f.name for f in dataclasses.fields(MatrixSettings)]
     assert [f.attr for f in ACCELERATOR_FIELDS] == \
@@ -285,8 +285,11 @@ def test_run_locally_builds_two_cells_and_merges_them(
     pytest.importorskip("yaml")
     src = copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")
     other = "3.12" if HERE != "3.12" else "3.13"
-    with (src / "pyproject.toml").open("a") as f:
-        f.write(f"""
+    # The example's own table names download.pytorch.org; here each torch comes from a folder.
+    pyproject = src / "pyproject.toml"
+    kept = pyproject.read_text().split("[tool.abistamp.matrix]")[0]
+    with pyproject.open("w") as f:
+        f.write(kept + f"""
 [tool.abistamp.matrix]
 torch = ["2.13.0", "2.14.1"]
 python = ["{HERE}", "{other}"]
@@ -309,3 +312,55 @@ exclude = [{{ torch = "2.13.0", accelerator = "cu130" }}, {{ torch = "2.14.1", a
         built[wheel.name] = wheel.read_bytes()
     merged = {w.name: w.read_bytes() for w in (work / "artifacts" / "site").rglob("*.whl")}
     assert merged == built
+
+
+# --- the cibuildwheel recipe ------------------------------------------------------------------
+
+
+def fill_cell(text: str, cell: dict[str, Any]) -> str:
+    """The two GitHub expressions examples/ci/cibuildwheel.yml uses in its env."""
+    text = re.sub(r"\$\{\{ join\(matrix\.(\w+), ' '\) \}\}", lambda m: " ".join(cell[m[1]]), text)
+    return re.sub(r"\$\{\{ matrix\.(\w+) \}\}", lambda m: str(cell[m[1]]), text)
+
+
+def test_cibuildwheel_reads_the_recipe_for_each_cell(tmp_path: Path) -> None:
+    """cibuildwheel's own option parsing (offline) of examples/ci/cibuildwheel.toml plus the
+    per-run environment that examples/ci/cibuildwheel.yml sets from each cell."""
+    yaml = pytest.importorskip("yaml")
+    try:
+        from cibuildwheel.options import CommandLineArguments, compute_options
+    except ImportError:
+        need(False, "cibuildwheel is not installed (pip install -e '.[test]')")
+    run([check_jsonschema(), "--builtin-schema", "vendor.github-workflows",
+         CI / "cibuildwheel.yml"])
+    recipe = (CI / "cibuildwheel.toml").read_text()
+    project(tmp_path, recipe + '\n[project]\nname = "tiny-ext"\nversion = "0.3.0"\n\n'
+            '[tool.abistamp.matrix]\ntorch = ["2.13.0", "2.14.1"]\npython = ["3.11", "3.12"]\n'
+            'accelerators = { cpu = "https://download.pytorch.org/whl/cpu", '
+            'cu130 = "https://download.pytorch.org/whl/cu130" }\n')
+    cells = matrix_json(tmp_path)["include"]
+    assert len(cells) == 8
+    workflow = yaml.safe_load((CI / "cibuildwheel.yml").read_text())
+    (build,) = [s for s in workflow["jobs"]["cibuildwheel"]["steps"] if s.get("name") == "Build"]
+    cibw = str(Path(sys.executable).parent / "cibuildwheel")
+    for c in cells:
+        env = {k: fill_cell(v, c) for k, v in build["env"].items()}
+        ids = run([cibw, "--print-build-identifiers", "--platform", "linux"], cwd=tmp_path,
+                  env=clean_env(**env)).stdout.split()
+        assert ids == [f"{c['python_tag']}-manylinux_x86_64"]
+        args = dataclasses.replace(CommandLineArguments.defaults(), platform="linux",
+                                   package_dir=tmp_path)
+        options = compute_options("linux", args, env).build_options(ids[0])
+        assert options.build_frontend is not None
+        assert options.build_frontend.name == "build[uv]"
+        assert options.config_settings == f"abistamp.torch=torch=={c['torch']}"
+        assert options.test_requires == [f"torch=={c['torch']}"]
+        assert options.repair_command == ""  # no auditwheel copy of libtorch into the wheel
+        seen = options.environment.as_dictionary({"PATH": "/usr/bin"})
+        assert seen["UV_EXTRA_INDEX_URL"] == f"https://download.pytorch.org/whl/{c['accelerator']}"
+        assert "manylinux_2_28" in options.manylinux_images["x86_64"]
+    # The check can fail: cibuildwheel refuses an option it does not know.
+    project(tmp_path, recipe.replace("build-frontend", "build-fronted"))
+    bad = run([cibw, "--print-build-identifiers", "--platform", "linux"], cwd=tmp_path,
+              check=False)
+    assert bad.returncode != 0 and "build-fronted" in bad.output

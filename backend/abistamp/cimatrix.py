@@ -37,6 +37,11 @@ class Cell:
     runs_on: str
     wheelhouse: str
     args: tuple[str, ...]
+    # Where torch comes from, also outside `args`: for tools other than `abistamp build`
+    # (cibuildwheel's CIBW_ENVIRONMENT, a pip command).
+    index_url: str = ""
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -61,6 +66,9 @@ class Cell:
             "runs_on": self.runs_on,
             "wheelhouse": self.wheelhouse,
             "artifact": f"wheelhouse-{self.name}",
+            "index_url": self.index_url,
+            "extra_index_urls": list(self.extra_index_urls),
+            "find_links": list(self.find_links),
             "args": list(self.args),
             "args_shell": shlex.join(self.args),
         }
@@ -73,18 +81,26 @@ def _join(project: str, path: str) -> str:
     return posixpath.normpath(posixpath.join(project, path))
 
 
+def sources(matrix: MatrixSettings, accelerator: Accelerator, project: str
+            ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(index URL, extra index URLs, find-links) of an accelerator's cells."""
+    extra = ((accelerator.torch_index,) if accelerator.torch_index else ()) + \
+        matrix.extra_index_url
+    links = tuple(_join(project, p) for p in (*accelerator.find_links, *matrix.find_links))
+    return accelerator.index_url or matrix.index_url, extra, links
+
+
 def build_args(matrix: MatrixSettings, accelerator: Accelerator, torch: str,
                project: str) -> tuple[str, ...]:
     """The `abistamp build` arguments of one cell (without the program name)."""
     args = ["build", posixpath.normpath(project), "--torch", f"torch=={torch}"]
-    index_url = accelerator.index_url or matrix.index_url
+    index_url, extra_index_urls, find_links = sources(matrix, accelerator, project)
     if index_url:
         args += ["--index-url", index_url]
-    for url in ([accelerator.torch_index] if accelerator.torch_index else []) + \
-            list(matrix.extra_index_url):
+    for url in extra_index_urls:
         args += ["--extra-index-url", url]
-    for link in (*accelerator.find_links, *matrix.find_links):
-        args += ["--find-links", _join(project, link)]
+    for link in find_links:
+        args += ["--find-links", link]
     for name, value in {**matrix.env, **accelerator.env}.items():
         args += ["--env", f"{name}={value}"]
     for key, value in matrix.config_settings:
@@ -117,11 +133,14 @@ def expand(matrix: MatrixSettings, project: str = ".") -> list[Cell]:
                 values = {"torch": torch, "accelerator": accelerator.name, "python": python}
                 if any(all(values[k] == v for k, v in ex.items()) for ex in matrix.exclude):
                     continue
+                index_url, extra_index_urls, find_links = sources(matrix, accelerator, project)
                 cells.append(Cell(
                     torch=torch, accelerator=accelerator.name, python=python,
                     runs_on=accelerator.runs_on or matrix.runs_on,
                     wheelhouse=_join(project, matrix.wheelhouse),
-                    args=build_args(matrix, accelerator, torch, project)))
+                    args=build_args(matrix, accelerator, torch, project),
+                    index_url=index_url, extra_index_urls=extra_index_urls,
+                    find_links=find_links))
     if not cells:
         raise AbistampError(f"`{MATRIX_TABLE}.exclude` removes every cell",
                             "exclude fewer combinations")
