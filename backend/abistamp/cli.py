@@ -36,6 +36,7 @@ examples:
   abistamp repair wheelhouse/pt213cpu/*.whl -o dist/
   abistamp check --python .venv/bin/python
   abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra cu130=pt214cu130
+  abistamp matrix --format github --github-output
 
 exit codes: 0 ok; 1 a mismatch (check) or a failed variant (build); 2 usage or input error;
 130 interrupted. Documentation: docs/cli.md.
@@ -214,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--out", required=True, metavar="OUT",
                    help="the merged wheelhouse (created if missing)")
     x.set_defaults(func=cmd_index)
+
+    m = sub.add_parser(
+        "matrix", formatter_class=fmt,
+        help="print the cells of [tool.abistamp.matrix] as JSON for a CI matrix",
+        description="Expand [tool.abistamp.matrix] of PROJECT's pyproject.toml (torch versions "
+        "x accelerators x Python versions, less the excludes) into cells, each with the exact "
+        "`abistamp build` arguments that build it on one runner. See docs/scale-out.md.",
+        epilog="examples:\n"
+        "  abistamp matrix --format table\n"
+        "  abistamp matrix . --format github --github-output   # in a GitHub Actions step\n"
+        "  abistamp matrix --format list --only accelerator=cpu --python-current\n")
+    m.add_argument("project", metavar="PROJECT", nargs="?", default=".",
+                   help="the project folder, as the build steps will see it (default: .)")
+    m.add_argument("--format", choices=("github", "list", "table"), default="github",
+                   help="github: {\"include\": [...]} for strategy.matrix; list: a JSON list; "
+                   "table: for people (default: github)")
+    m.add_argument("--github-output", action="store_true",
+                   help="also append matrix=<json> to $GITHUB_OUTPUT")
+    m.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
+                   help="keep the cells with this torch, accelerator or python (repeatable)")
+    m.add_argument("--python-current", action="store_true",
+                   help="keep the cells of the Python running abistamp (one machine's share)")
+    m.set_defaults(func=cmd_matrix)
     return parser
 
 
@@ -541,6 +565,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .index import merge, render
 
     sys.stdout.write(render(merge([Path(w) for w in args.wheelhouses], Path(args.out))))
+    return EXIT_OK
+
+
+# --- matrix -------------------------------------------------------------------------------------
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from .cimatrix import current_python, expand, render, select, write_github_output
+    from .settings import MatrixSettings
+
+    if args.github_output and args.format == "table":
+        raise AbistampError("`--github-output` writes JSON", "use `--format github` with it")
+    cells = expand(MatrixSettings.load(Path(args.project)), args.project)
+    only = list(args.only) + ([f"python={current_python()}"] if args.python_current else [])
+    text = render(select(cells, only) if only else cells, args.format)
+    if args.github_output:
+        write_github_output(text, os.environ)
+    sys.stdout.write(text)
     return EXIT_OK
 
 
