@@ -37,6 +37,7 @@ examples:
   abistamp check --python .venv/bin/python
   abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra cu130=pt214cu130
   abistamp matrix --format github --github-output
+  abistamp index artifacts/wheelhouse-* -o public
 
 exit codes: 0 ok; 1 a mismatch (check) or a failed variant (build); 2 usage or input error;
 130 interrupted. Documentation: docs/cli.md.
