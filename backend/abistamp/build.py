@@ -219,7 +219,7 @@ class Build:
                 log(f"{k}={v}")
         # Everything below is undone in reverse, whatever happens in the build.
         with contextlib.ExitStack() as undo:
-            undo.enter_context(_patched_environ(changes))
+            undo.enter_context(patched_environ(changes))
             saved_path = list(sys.path)
             undo.callback(lambda: sys.path.__setitem__(slice(None), saved_path))
             cpp_ext = sys.modules.get("torch.utils.cpp_extension")
@@ -397,7 +397,8 @@ def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
+def patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
+    """Set these variables for the block, then put back what was there (or nothing)."""
     saved = {k: os.environ.get(k) for k in changes}
     for k, v in changes.items():
         if v == "" and k == "TORCH_NO_COMPILER_WRAPPER":

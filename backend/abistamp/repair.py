@@ -533,20 +533,11 @@ def _scratch(out_dir: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextlib.contextmanager
-def _environ(**changes: str | None) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k, v in changes.items() if v is not None}
-    for k, v in changes.items():
-        if v is not None:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
+def _environ(**changes: str | None) -> contextlib.AbstractContextManager[None]:
+    """The variables given a value, set for the block; None leaves a variable as it is."""
+    from .build import patched_environ
+
+    return patched_environ({k: v for k, v in changes.items() if v is not None})
 
 
 @contextlib.contextmanager
