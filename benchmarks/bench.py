@@ -1,6 +1,9 @@
 """Side-by-side measurements for docs/performance.md.
 
-    python benchmarks/bench.py             # everything, writes docs/performance.md
+    python benchmarks/bench.py             # everything, printed
+    python benchmarks/bench.py --only hooks,shim,deepspeed --write docs/performance.md
+    python benchmarks/bench.py --only stamp --write docs/performance.md --section stamp
+    python benchmarks/bench.py --only cli --write docs/performance.md --section cli
     python benchmarks/bench.py --smoke     # tiny sizes, one repetition: keeps the code working
     python benchmarks/bench.py --only stamp,hooks
 
