@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -42,6 +43,14 @@ def need(condition: bool, why: str) -> None:
         pytest.fail(f"required for this test in CI: {why}")
     print(f"\n*** SKIPPED: {why} ***", file=sys.stderr)
     pytest.skip(why)
+
+
+# Ctrl-C as a terminal delivers it. A shell starts background jobs (`cmd &`, as a CI runner may
+# start this suite) with SIGINT ignored; children inherit that through exec, and Python then
+# installs no KeyboardInterrupt handler, so the interruption tests would send SIGINT into the
+# void. A handled signal is reset to the default on exec, an ignored one is not.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def uv_bin() -> str:
