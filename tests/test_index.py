@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,41 @@ def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tu
     ok = cli("index", a, twin, "-o", tmp_path / "dup")
     assert f"{twin.resolve()}: 0 wheel(s) added, 1 already there" in ok.stdout
     assert [p.name for p in (tmp_path / "dup").glob("*/*.whl")] == [CPU]
+
+
+def test_a_wheel_in_another_abis_folder_is_refused(cells: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    """The folder is the ABI's identity: a wheel in the wrong one, one without an ABI record
+    and a truncated one are each refused, naming the file, and nothing is written."""
+    a, b = cells
+    moved = copy_wheelhouse(b, tmp_path / "moved")
+    (moved / "pt213cpu").mkdir()
+    (moved / "pt214cu130" / CUDA).rename(moved / "pt213cpu" / CUDA)
+    unstamped = copy_wheelhouse(a, tmp_path / "unstamped")
+    plain = unstamped / "pt213cpu" / "plain-1.0-py3-none-any.whl"
+    metadata = "Metadata-Version: 2.1\nName: plain\nVersion: 1.0\n"
+    wheel_file = "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    with zipfile.ZipFile(plain, "w") as zf:
+        for name, text in (("METADATA", metadata), ("WHEEL", wheel_file), ("RECORD", "")):
+            zf.writestr(f"plain-1.0.dist-info/{name}", text)
+    truncated = copy_wheelhouse(a, tmp_path / "truncated")
+    wheel = truncated / "pt213cpu" / CPU
+    wheel.write_bytes(wheel.read_bytes()[:2000])
+    wrong_folder = (f"`{moved.resolve()}/pt213cpu/{CUDA}` is in the ABI folder `pt213cpu` "
+                    "but its ABI record says `pt214cu130`")
+    cases = [
+        (moved, wrong_folder, "(fix: move it to the `pt214cu130/` folder of its wheelhouse"),
+        (unstamped, f"`{plain.resolve()}` carries no abistamp ABI record",
+         "(fix: build it with `abistamp build`"),
+        (truncated, f"`{CPU}` is not a readable wheel", "(fix: the file is corrupt or truncated"),
+    ]
+    for bad, message, fix in cases:
+        out = tmp_path / f"out-{bad.name}"
+        result = cli("index", a if bad is not truncated else b, bad, "-o", out, check=False)
+        assert result.returncode == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert message in line and fix in line, line
+        assert not out.exists()
 
 
 def test_inputs_that_are_not_wheelhouses(tmp_path: Path) -> None:

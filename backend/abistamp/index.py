@@ -66,6 +66,29 @@ def _inputs(paths: list[Path], out: Path) -> list[Wheelhouse]:
     return found
 
 
+def _check_folder(rel: str, path: Path, out: Wheelhouse) -> None:
+    """Refuse a wheel whose ABI record names another folder than the one it is in.
+
+    The folder is the ABI's identity (a per-ABI index); a wheel moved or copied by hand into
+    the wrong one would be offered to every environment of that ABI.
+    """
+    from .stamp import read_wheel
+
+    folder = rel.split("/", 1)[0]
+    record = read_wheel(path).abi_record  # refuses a corrupt wheel, naming it
+    label = str((record or {}).get("label") or "")
+    if not label:
+        raise AbistampError(f"`{path}` carries no abistamp ABI record; nothing was written to "
+                            f"`{out.root}`",
+                            "build it with `abistamp build` (or stamp it with `abistamp stamp "
+                            "--abi-from`) before merging")
+    if label != folder:
+        raise AbistampError(f"`{path}` is in the ABI folder `{folder}` but its ABI record says "
+                            f"`{label}`; nothing was written to `{out.root}`",
+                            f"move it to the `{label}/` folder of its wheelhouse, or rebuild "
+                            f"that wheelhouse with `abistamp build -o`")
+
+
 def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
          hashes: dict[Path, str]) -> tuple[list[tuple[Wheelhouse, Wheel]],
                                            list[tuple[Wheelhouse, Wheel]]]:
@@ -86,6 +109,7 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
     for wheelhouse in inputs:
         for rel, path in _wheels(wheelhouse).items():
             if path not in hashes:
+                _check_folder(rel, path, out)
                 hashes[path] = sha256_file(path)
             wheel = Wheel(rel, path, hashes[path], str(wheelhouse.root))
             known = by_name.get(path.name)
