@@ -122,7 +122,8 @@ def _craft(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("evil", ["../escape.py", "/etc/evil.py", "pkg/../../escape.py"])
+@pytest.mark.parametrize("evil", ["../escape.py", "/etc/evil.py", "pkg/../../escape.py",
+                                  "pkg\\..\\..\\escape.py", "C:/evil.py", ".", "./"])
 def test_member_paths_that_escape_are_refused(tmp_path: Path, evil: str) -> None:
     wheel = _craft(tmp_path / "bad-1.0-py3-none-any.whl", {
         "bad-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: bad\nVersion: 1.0\n",
@@ -152,3 +153,81 @@ def test_not_a_wheel_name(tmp_path: Path) -> None:
     path.write_bytes(b"PK")
     with pytest.raises(AbistampError, match="not a wheel filename"):
         read_wheel(path)
+
+
+def _hashed(members: dict[str, bytes], dist_info: str) -> dict[str, bytes]:
+    """Members plus a RECORD with every hash, as a standard backend writes it."""
+    import base64
+
+    rows = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},"
+            f"{len(d)}" for n, d in members.items()]
+    return {**members, f"{dist_info}/RECORD": ("\n".join(rows + [f"{dist_info}/RECORD,,"])
+                                              + "\n").encode()}
+
+
+def test_crlf_metadata_gets_its_pin_in_the_headers_and_keeps_its_body(tmp_path: Path) -> None:
+    """A METADATA with CRLF line endings (written on Windows, or by hand) whose description
+    holds lines that look like headers: only the headers change."""
+    from packaging.metadata import Metadata
+
+    body = "Version: 9 is what the README says\r\nRequires-Dist: not-a-dependency\r\n"
+    metadata = ("Metadata-Version: 2.1\r\nName: crlf\r\nVersion: 1.0\r\n"
+                "Requires-Dist: numpy\r\n\r\n" + body).encode()
+    wheel = _craft(tmp_path / "crlf-1.0-py3-none-any.whl", _hashed({
+        "crlf/__init__.py": b"",
+        "crlf-1.0.dist-info/METADATA": metadata,
+        "crlf-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }, "crlf-1.0.dist-info"))
+    out = stamp_wheel(wheel, tmp_path / "out", plan(CPU, "1.0"))
+    text = read_dist_file(out, "METADATA")
+    head, body_after = text.split("\r\n\r\n", 1)
+    assert body_after == body, "the description is untouched"
+    assert head.split("\r\n") == ["Metadata-Version: 2.1", "Name: crlf", "Version: 1.0+pt213cpu",
+                                   "Requires-Dist: numpy", "Requires-Dist: torch==2.13.0+cpu"]
+    parsed = Metadata.from_email(text.encode(), validate=False)  # an independent reader
+    assert [str(r) for r in parsed.requires_dist or []] == ["numpy", "torch==2.13.0+cpu"]
+    assert str(parsed.version) == "1.0+pt213cpu"
+    with WheelFile.open(out) as wf:
+        wf.validate_record()
+
+
+def test_a_corrupt_member_is_named_with_its_wheel(plain_wheel: Path, tmp_path: Path) -> None:
+    """`stamp` and `repair` take many wheels: the message says which one, and which member."""
+    broken = tmp_path / plain_wheel.name
+    data = bytearray(plain_wheel.read_bytes())
+    with zipfile.ZipFile(plain_wheel) as zf:
+        first = zf.infolist()[0]
+    data[first.header_offset:first.header_offset + 4] = b"XXXX"  # its local header
+    broken.write_bytes(bytes(data))
+    with pytest.raises(AbistampError) as caught:
+        stamp_wheel(broken, tmp_path / "out", plan(CPU, "1.2.0"))
+    assert f"`{broken}`" in str(caught.value) and f"`{first.filename}`" in str(caught.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_build_tag_off_keeps_the_wrapped_backends_own_tag(tmp_path: Path) -> None:
+    """`build-tag = false` means abistamp adds none: a tag the project's backend gave its wheel
+    (`bdist_wheel --build-number 7`) stays, and abistamp's own from an earlier stamp goes."""
+    from abistamp.plan import make_stamp
+    from abistamp.settings import Settings
+
+    wheel = _craft(tmp_path / "tagged-1.0-7-py3-none-any.whl", _hashed({
+        "tagged/__init__.py": b"",
+        "tagged-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tagged\nVersion: 1.0\n",
+        "tagged-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nBuild: 7\n"
+                                      b"Tag: py3-none-any\n",
+    }, "tagged-1.0.dist-info"))
+    off = Settings.load(tmp_path, {"abistamp.build-tag": "false"}, environ={})
+    on = Settings.load(tmp_path, {}, environ={})
+
+    def stamped(settings: Settings, src: Path, folder: str) -> Path:
+        return stamp_wheel(src, tmp_path / folder, make_stamp(
+            settings, CPU, src, apply_label=False, reason="test", pin=None, build_facts={}))
+
+    kept = stamped(off, wheel, "off")
+    assert kept.name == "tagged-1.0-7-py3-none-any.whl"
+    assert "Build: 7" in read_dist_file(kept, "WHEEL")
+    ours = stamped(on, wheel, "on")
+    assert ours.name == "tagged-1.0-1pt213cpu-py3-none-any.whl"
+    # Turned off on a wheel abistamp tagged before: its tag is abistamp's, so it goes.
+    assert stamped(off, ours, "again").name == "tagged-1.0-py3-none-any.whl"

@@ -37,10 +37,15 @@ def make_stamp(settings: Settings, abi: TorchABI, wheel: Path, *, apply_label: b
         "editable": False,
         **build_facts,
     }
+    if settings.build_tag:
+        tag: str | None = build_tag(settings.build_number, label, settings.origin("label"))
+    else:
+        # Off means abistamp adds none; a tag the wrapped backend gave the wheel is its own.
+        ours = (info.abi_record or {}).get("build_tag")
+        tag = info.build_tag if info.build_tag != ours else None
     return Stamp(
         version=stamped_version(base, label) if apply_label else None,
-        build_tag=build_tag(settings.build_number, label, settings.origin("label"))
-        if settings.build_tag else None,
+        build_tag=tag,
         requires=(pin,) if pin else (),
         record=record,
     )

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import struct
 import time
 import zipfile
@@ -41,8 +42,8 @@ RECORD_NAME = "abistamp.json"
 class Stamp:
     """What to change in a wheel."""
 
-    version: str | None  # the new version, or None to keep it
-    build_tag: str | None  # the new build tag, or None to keep it
+    version: str | None  # the new version, or None for the version before any stamp
+    build_tag: str | None  # the build tag the stamped wheel has, or None for none
     requires: tuple[str, ...]  # Requires-Dist lines to add (the torch pin)
     record: dict[str, Any]  # the ABI record; wheel tags and names are filled in here
 
@@ -113,8 +114,9 @@ def split_wheel_filename(path: Path) -> tuple[str, str, str | None, str]:
 
 def check_member_name(name: str, wheel: Path) -> None:
     """Refuse members that would land outside the install root."""
-    p = PurePosixPath(name)
-    if p.is_absolute() or name.startswith("\\") or ".." in p.parts or ":" in p.parts[0]:
+    # Backslashes count as separators too: on Windows `pkg\\..\\..\\x` escapes as well.
+    p = PurePosixPath(name.replace("\\", "/"))
+    if not p.parts or p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
         raise AbistampError(f"`{wheel.name}` holds the member `{name}`, whose path escapes the "
                             "install root", "do not install this wheel; rebuild it from source")
 
@@ -180,7 +182,10 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
                 if m.filename in replaced or m.is_dir():
                     continue
                 new_name = rename(m.filename)
-                out.copy_member(src_f.fileno(), m, new_name)
+                try:
+                    out.copy_member(src_f.fileno(), m, new_name)
+                except AbistampError as e:  # say which wheel: `stamp` and `repair` take many
+                    raise AbistampError(f"`{src}`: {e.problem}", e.fix) from None
                 row = old_record.get(m.filename)
                 if row is None or len(row) < 3 or not row[1]:
                     raise AbistampError(f"`{src.name}`: RECORD has no hash for `{m.filename}`",
@@ -202,11 +207,17 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
 
 def edit_metadata(data: bytes, version: str, add: tuple[str, ...],
                   drop: tuple[str, ...] = ()) -> bytes:
-    """Set `Version:` and add `Requires-Dist:` lines in METADATA's headers; keep the body."""
+    """Set `Version:` and add `Requires-Dist:` lines in METADATA's headers; keep the body.
+
+    The headers end at the first empty line, whatever the line endings (a METADATA written
+    on Windows, or by hand, has CRLF): a `Version:` or `Requires-Dist:` line in the
+    description is text, never touched.
+    """
     text = data.decode("utf-8")
-    head, sep, body = text.partition("\n\n")
-    tail = sep + body if sep else "\n"
-    lines = head.rstrip("\n").split("\n")
+    end = re.search(r"\r?\n\r?\n", text)
+    head, tail = (text[:end.start()], text[end.start():]) if end else (text, "")
+    newline = "\r\n" if "\r\n" in (end.group() if end else head) else "\n"
+    lines = head.splitlines()
     out: list[str] = []
     last_requires = -1
     for line in lines:
@@ -220,7 +231,7 @@ def edit_metadata(data: bytes, version: str, add: tuple[str, ...],
     new = [f"Requires-Dist: {r}" for r in add if f"Requires-Dist: {r}" not in out]
     at = last_requires + 1 if last_requires >= 0 else len(out)
     out[at:at] = new
-    return ("\n".join(out) + tail).encode("utf-8")
+    return (newline.join(out) + (tail or newline)).encode("utf-8")
 
 
 def edit_wheel_file(data: bytes, build_tag: str | None) -> bytes:
@@ -335,7 +346,10 @@ class _RawZipWriter:
         self.entries.append(entry)
         self._local_header(entry)
         self._flush()
-        _copy_range(src_fd, self.fd, start, info.compress_size)
+        try:
+            _copy_range(src_fd, self.fd, start, info.compress_size)
+        except AbistampError as e:
+            raise AbistampError(f"{e.problem} (`{info.filename}`)", e.fix) from None
         self.pos += info.compress_size
 
     def add_bytes(self, name: str, data: bytes, when: tuple[int, ...]) -> None:
