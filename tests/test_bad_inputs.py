@@ -24,7 +24,8 @@ backend-path = ["backend"]
 '''
 
 # (name, text appended to pyproject.toml or None to keep it, config settings, environment,
-#  expected words in the message)
+#  expected words in the message). `DELETE` removes the project files, `LATIN-1:` appends the
+# text in that encoding, `TOP:` puts it before every table.
 CASES: list[tuple[str, str | None, dict[str, str | None], dict[str, str], str]] = [
     ("unknown key", "[tool.abistamp]\nlocal-versoin = 'auto'\n", {}, {},
      "did you mean `local-version`"),
@@ -77,6 +78,16 @@ CASES: list[tuple[str, str | None, dict[str, str | None], dict[str, str], str]] 
     ("backend not a string", "[tool.abistamp]\nbackend = 3\n", {}, {}, "must be a string"),
     ("profile unknown", None, {"abistamp.profile": "apex"}, {}, "one of `auto`, `deepspeed`"),
     ("no project files", "DELETE", {}, {}, "no setup.py, setup.cfg or pyproject.toml"),
+    ("pyproject.toml not UTF-8", "LATIN-1:[tool.abistamp]\nlabel = 'j\xfcrgen'\n", {}, {},
+     "is not UTF-8"),
+    ("tool not a table", "TOP:tool = 'abistamp'\n", {}, {},
+     "`tool` in `pyproject.toml` is not a table"),
+    ("build number of a non-ASCII digit", None, {}, {"ABISTAMP_BUILD_NUMBER": "\u00b2"},
+     "digits only"),
+    ("label PEP 440 would rewrite", None, {"abistamp.label": "{major}.0{minor}"}, {},
+     "normalises to `2.13`"),
+    ("label starting with a digit", None, {"abistamp.label": "{major}{minor}{accelerator}"}, {},
+     "installers would read build number 1213, not 1"),
 ]
 
 RUNNER = r'''
@@ -115,6 +126,10 @@ def test_bad_inputs_battery(env213: Env, tmp_path: Path) -> None:
         if extra == "DELETE":
             for f in ("pyproject.toml", "setup.py"):
                 (tree / f).unlink()
+        elif extra is not None and extra.startswith("LATIN-1:"):
+            (tree / "pyproject.toml").write_bytes((TEMPLATE + extra[8:]).encode("latin-1"))
+        elif extra is not None and extra.startswith("TOP:"):  # a key before every table
+            (tree / "pyproject.toml").write_text(extra[4:] + TEMPLATE)
         elif extra is not None:
             (tree / "pyproject.toml").write_text(TEMPLATE + extra)
         out = tmp_path / f"out{i}"
@@ -154,13 +169,48 @@ def test_corrupt_wheels_given_to_stamp(tmp_path: Path) -> None:
     no_dist_info = tmp_path / "bare-1.0-py3-none-any.whl"
     with zipfile.ZipFile(no_dist_info, "w") as zf:
         zf.writestr("bare/__init__.py", "")
+    no_record = tmp_path / "norec-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(no_record, "w") as zf:
+        zf.writestr("norec-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: norec\n"
+                    "Version: 1.0\n")
+        zf.writestr("norec-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\n")
     missing = tmp_path / "gone-1.0-py3-none-any.whl"
     empty = tmp_path / "empty-1.0-py3-none-any.whl"
     empty.write_bytes(b"")
     for wheel, words in ((good, "RECORD has no hash"), (no_dist_info, "0 .dist-info folders"),
+                         (no_record, "has no `norec-1.0.dist-info/RECORD`"),
                          (missing, "does not exist"), (empty, "not a readable wheel")):
         out = tmp_path / "out"
         with pytest.raises(AbistampError, match=words):
             stamp_wheel(wheel, out, stamp)
         assert not out.exists() or not list(out.iterdir()), wheel
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_deepspeed_inputs_this_machine_cannot_make(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two DeepSpeed profile errors whose input no real build here gives: a DeepSpeed wheel
+    without its build record (DeepSpeed's setup.py always writes one), and `portable-cpu` on a
+    machine that is not x86-64 (this one is)."""
+    import platform
+
+    import pytest
+
+    from abistamp.abi import TorchABI
+    from abistamp.errors import AbistampError
+    from abistamp.profiles.deepspeed import INFO_MODULE, DeepSpeed, wheel_facts
+    from abistamp.settings import Settings
+
+    wheel = tmp_path / "deepspeed-0.19.8-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("deepspeed/__init__.py", "")
+    with pytest.raises(AbistampError, match=f"the DeepSpeed wheel `{wheel.name}` has no "
+                                            f"`{INFO_MODULE}`") as caught:
+        wheel_facts(wheel, TorchABI("2.13.0+cpu"), required=True)
+    assert caught.value.fix and "profile = \"none\"" in caught.value.fix
+    assert wheel_facts(wheel, TorchABI("2.13.0+cpu"), required=False) is None
+
+    settings = Settings.load(tmp_path, {"abistamp.portable-cpu": "true"}, environ={})
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(AbistampError, match="portable CPU flags are known for x86-64 only "
+                                            r"\(this is aarch64\)"):
+        DeepSpeed().prepare(tmp_path, settings, {})

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Env, run, uv_bin
+from .cli_support import fresh_env
+from .conftest import Env, need, run, uv_bin
 
 
 def build(project: Path, env: Env, tmp_path: Path, *args: str, **environ: str) -> str:
@@ -68,8 +69,7 @@ def test_toolkit_root_without_headers(tiny: Path, env214: Env, tmp_path: Path) -
     root = tmp_path / "bare-root"
     (root / "bin").mkdir(parents=True)
     real = Path(os.path.realpath("/usr/local/cuda/bin/nvcc"))
-    if not real.exists():
-        pytest.skip("no CUDA toolkit on this machine")
+    need(real.exists(), "no CUDA toolkit at /usr/local/cuda on this machine")
     (root / "bin" / "nvcc").symlink_to(real)
     output = build(tiny, env214, tmp_path, TINY_EXT_CUDA="1", CUDA_HOME=str(root))
     assert f"the CUDA toolkit at `{root}` lacks include/cuda_runtime.h, lib64/libcudart.so" \
@@ -90,3 +90,31 @@ def test_bad_settings_through_a_frontend(probe: Path, env213: Env, tmp_path: Pat
                                          args: list[str], environ: dict[str, str],
                                          message: str) -> None:
     assert message in build(probe, env213, tmp_path, *args, **environ)
+
+
+def torch_env(tmp_path: Path, torch213_wheels: Path) -> Env:
+    return fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0", "setuptools>=64",
+                     "packaging>=22")
+
+
+def test_torch_whose_import_raises(probe: Path, torch213_wheels: Path, tmp_path: Path) -> None:
+    """A real torch with its C++ library gone, as a half-finished install or a cleaned-up cache
+    leaves it (uv links its files from its cache: unlinking one is safe)."""
+    env = torch_env(tmp_path, torch213_wheels)
+    (library,) = env.root.glob("lib/python3*/site-packages/torch/lib/libtorch_cpu.so")
+    library.unlink()
+    output = build(probe, env, tmp_path)
+    assert "torch is installed but `import torch` raised " in output
+    assert "libtorch_cpu.so" in output
+    assert "fix: repair or reinstall torch in the build environment" in output
+
+
+def test_torch_missing_a_dependency(probe: Path, torch213_wheels: Path, tmp_path: Path) -> None:
+    """A real torch whose own requirement was uninstalled: the module is named, not torch."""
+    env = torch_env(tmp_path, torch213_wheels)
+    run([uv_bin(), "pip", "uninstall", "-q", "-p", env.python, "typing-extensions"])
+    output = build(probe, env, tmp_path)
+    assert "torch is installed but importing it failed: No module named 'typing_extensions'" \
+        in output
+    assert "fix: install the module `typing_extensions` that torch needs, or reinstall torch" \
+        in output

@@ -81,6 +81,7 @@ cudas = st.one_of(st.none(), st.builds(lambda a, b: f"{a}.{b}", st.integers(9, 1
 templates = st.sampled_from([
     "pt{major}{minor}{accelerator}", "cu{cuda}torch{major}.{minor}", "{accelerator}",
     "torch{major}{minor}{patch}.{accelerator}.abi{cxx11abi}", "{python}.pt{major}{minor}",
+    "{cxx11abi}{major}{minor}", "{major}.{minor}.{patch}",  # all digits: 0213 is refused
 ])
 
 
@@ -91,17 +92,29 @@ def test_every_accepted_stamp_parses_and_round_trips(torch: str, cuda: str | Non
     abi = TorchABI(torch, cuda=cuda, cxx11abi=abi_flag)
     try:
         label = render_label(template, abi)
+        tag = build_tag(1, label)
     except AbistampError:
         return  # e.g. {cuda} empty on a CPU torch; rejected with a message, never emitted
     version = stamped_version(project, label)
     parsed = Version(version)
     assert parsed.public == Version(project).public
     assert parsed.local is not None and parsed.local.endswith(label)
+    assert stamped_version(version, label) == version  # stamping twice changes nothing
     assert Version(version) > Version(Version(project).public)  # labelled sorts after bare
-    tag = build_tag(1, label)
     _name, ver, build, _ = parse_wheel_filename(
         wheel_filename("pkg", version, tag, "cp311-cp311-linux_x86_64"))
     assert (str(ver), build[0]) == (version, 1)
     pin = torch_pin(abi, "auto")
     assert pin is not None and pin.specifier.contains(abi.torch_version)
     assert TorchABI.from_record(abi.as_record()) == abi
+
+
+def test_a_label_that_pep440_would_rewrite_is_refused() -> None:
+    """`0213` is `213` once in a version: the folder, the build tag and the record would
+    disagree with the version, and a restamp would add the label a second time."""
+    with pytest.raises(AbistampError, match=r"gives `0213` .* normalises to `213`"):
+        render_label("{cxx11abi}{major}{minor}", TorchABI("2.13.0+cpu", cxx11abi=False))
+    label = render_label("{cxx11abi}{major}{minor}", TorchABI("2.13.0+cpu", cxx11abi=True))
+    assert label == "1213"  # a valid local label, but not after a build number:
+    with pytest.raises(AbistampError, match="installers would read build number 11213, not 1"):
+        build_tag(1, label)

@@ -54,6 +54,16 @@ def render_label(template: str, abi: TorchABI, where: str = "`label`") -> str:
             "with a letter or digit)",
             "drop the characters outside [a-z0-9.] from the template",
         )
+    normal = Version(f"0+{label}").local
+    if normal != label:
+        # PEP 440 drops leading zeros of all-digit segments: the version would say `213` where
+        # the folder, the build tag and the record say `0213`, and a restamp would not see its
+        # own label.
+        raise AbistampError(
+            f"{where} = {template!r} gives `{label}` for torch {abi.torch_version}, which PEP 440 "
+            f"normalises to `{normal}`: an all-digit part may not start with 0",
+            "start the template with a letter (as in `pt{major}{minor}{accelerator}`)",
+        )
     return label
 
 
@@ -100,6 +110,15 @@ def build_tag(build_number: int | str, label: str, where: str = "`label`") -> st
         raise AbistampError(f"{where} gives the wheel build tag `{tag}`, which is not valid "
                             "(it must start with a digit and hold no `-`)",
                             "change the template or `build-number`")
+    if label[:1].isdigit():
+        # Installers read a build tag as (leading digits, rest): `1` + `213cpu` would be
+        # build number 1213, and a rebuild as 2 would sort below it.
+        number = re.match(r"^\d+", tag)
+        raise AbistampError(f"{where} gives the label `{label}`, which starts with a digit: in "
+                            f"the build tag `{tag}` installers would read build number "
+                            f"{number.group() if number else tag}, not {build_number}",
+                            "start the template with a letter (as in "
+                            "`pt{major}{minor}{accelerator}`)")
     return tag
 
 

@@ -67,7 +67,8 @@ FIELDS: tuple[Field, ...] = (
         "label", DEFAULT_LABEL, "str",
         "Template of the ABI label. Fields: `{major}`, `{minor}`, `{patch}`, `{accelerator}` "
         "(`cpu`, `cu130`, `rocm6.2`), `{cuda}` (`130` or empty), `{cxx11abi}` (`1`/`0`), "
-        "`{python}` (`cp311`). The result must be a valid PEP 440 local label.",
+        "`{python}` (`cp311`). The result must be a valid PEP 440 local label that starts "
+        "with a letter (after the build number, a digit would read as part of it).",
         example='"cu{cuda}torch{major}.{minor}"',
     ),
     Field(
@@ -206,7 +207,7 @@ class Settings:
 
     def validate(self) -> None:
         """Checks that span fields or need other modules: templates, requirements."""
-        if not self.build_number.isdigit():
+        if not (self.build_number.isascii() and self.build_number.isdigit()):
             raise AbistampError(
                 f"{self.origin('build_number')} is `{self.build_number}`: a build number must be "
                 "digits only (a wheel build tag starts with a digit)",
@@ -560,7 +561,11 @@ def read_tool_table(project_dir: Path) -> tuple[dict[str, Any], str]:
     if not path.is_file():
         return {}, "pyproject.toml"
     data = read_pyproject(path)
-    table = data.get("tool", {}).get("abistamp", {})
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise AbistampError(f"`tool` in `{path.name}` is not a table",
+                            "write it as `[tool.abistamp]` with keys below it")
+    table = tool.get("abistamp", {})
     if not isinstance(table, dict):
         raise AbistampError(f"`tool.abistamp` in `{path.name}` is not a table",
                             "write it as `[tool.abistamp]` with keys below it")
@@ -579,6 +584,9 @@ def read_pyproject(path: Path) -> dict[str, Any]:
             return data
     except tomllib.TOMLDecodeError as e:
         raise AbistampError(f"`{path.name}` is not valid TOML: {e}", f"correct `{path}`") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8; tomllib decodes before it parses
+        raise AbistampError(f"`{path.name}` is not UTF-8: byte {e.object[e.start:e.end]!r} at "
+                            f"offset {e.start}", f"save `{path}` as UTF-8") from None
 
 
 def _known(key: str, where: str, prefix: str = "") -> Field:
@@ -616,7 +624,7 @@ def _coerce(field: Field, raw: Any, where: str) -> Any:
         if isinstance(raw, bool):
             raise bad("a positive number or `auto`")
         text = str(raw).strip()
-        if text == "auto" or (text.isdigit() and int(text) > 0):
+        if text == "auto" or (text.isascii() and text.isdigit() and int(text) > 0):
             return text
         raise bad("a positive number or `auto`")
     if field.kind in ("str", "requirement"):
