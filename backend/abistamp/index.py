@@ -21,7 +21,15 @@ from typing import Any
 
 from . import __version__
 from .errors import AbistampError
-from .wheelhouse import ALL_PAGE, MANIFEST_NAME, Wheelhouse, file_facts, place_file, sha256_file
+from .wheelhouse import (
+    ALL_PAGE,
+    MANIFEST_NAME,
+    Wheelhouse,
+    file_facts,
+    place_file,
+    sha256_file,
+    wheel_identity,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Wheel:
     rel: str  # "<label>/<filename>", the same in every wheelhouse
     path: Path
     sha256: str
-    origin: str  # the wheelhouse it was built in
+    origin: str  # the folder name of the wheelhouse it came from (the CI artifact's name)
 
 
 @dataclasses.dataclass
@@ -97,12 +105,14 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
     Input wheels are hashed afresh (they come from other machines, and the pages will publish
     their sha256); OUT's own are taken from its manifest where the size still matches.
     """
-    by_name: dict[str, Wheel] = {}
+    # Keyed by what installers see, not by the spelling: `Foo_Bar-1.0-...` and `foo_bar-1.0-...`
+    # (setuptools versions differ in this) are one wheel to pip and uv.
+    by_name: dict[Any, Wheel] = {}
     if out.root.is_dir():
         for rel, path in _wheels(out).items():
             facts = manifest["files"].get(rel) or {}
-            by_name[path.name] = Wheel(rel, path, out.file_sha(manifest, path),
-                                       str(facts.get("origin") or out.root))
+            by_name[wheel_identity(path.name)] = Wheel(rel, path, out.file_sha(manifest, path),
+                                                       str(facts.get("origin") or out.root.name))
     add: list[tuple[Wheelhouse, Wheel]] = []
     same: list[tuple[Wheelhouse, Wheel]] = []
     conflicts: list[tuple[Wheel, Wheel]] = []
@@ -111,12 +121,12 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
             if path not in hashes:
                 _check_folder(rel, path, out)
                 hashes[path] = sha256_file(path)
-            wheel = Wheel(rel, path, hashes[path], str(wheelhouse.root))
-            known = by_name.get(path.name)
+            wheel = Wheel(rel, path, hashes[path], wheelhouse.root.name)
+            known = by_name.get(wheel_identity(path.name))
             if known is None:
-                by_name[path.name] = wheel
+                by_name[wheel_identity(path.name)] = wheel
                 add.append((wheelhouse, wheel))
-            elif known.sha256 == wheel.sha256 and known.rel == wheel.rel:
+            elif known.sha256 == wheel.sha256 and known.rel == wheel.rel:  # the same file
                 same.append((wheelhouse, wheel))
             else:
                 conflicts.append((known, wheel))
@@ -164,12 +174,15 @@ def merge(paths: list[Path], out_dir: Path) -> Merged:
                 # skip a variant whose wheel is not there.
                 if facts is None or entry.get("sha256") not in (None, facts["sha256"]):
                     continue
-                entries[key] = {**entry, "origin": entry.get("origin") or str(wheelhouse.root)}
+                entries[key] = {**entry, "origin": entry.get("origin") or wheelhouse.root.name}
         for key, entry in entries.items():
             if manifest["variants"].get(key, {}).get("wheel") != entry.get("wheel"):
                 manifest["variants"][key] = entry
+        # Folder names, not paths: the published manifest says which artifact a wheel came from
+        # (`wheelhouse-<cell>`), not where a runner unpacked it; a path would also change the
+        # manifest, and so every sync, on each run.
         manifest["merged_from"] = sorted({*manifest.get("merged_from", []),
-                                          *(str(w.root) for w in inputs)})
+                                          *(w.root.name for w in inputs)})
         manifest["generator"] = f"abistamp {__version__}"
         pages = out.write_indexes(manifest)
         if out.save(manifest):

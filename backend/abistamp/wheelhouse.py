@@ -132,7 +132,7 @@ class Wheelhouse:
             remove_stale_parts(self.root)
             digest = sha256_file(built)
             note = "added"
-            target = folder / built.name
+            target = same_wheel_in(folder, built.name) or folder / built.name
             if target.exists():
                 if self.file_sha(manifest, target) == digest:
                     note = "identical to the wheel already there"
@@ -145,7 +145,7 @@ class Wheelhouse:
                     else:
                         built = bump_build_number(built, folder, record, scratch)
                         note = f"`{old}` holds other bytes: build number bumped"
-                    target = folder / built.name
+                    target = same_wheel_in(folder, built.name) or folder / built.name
                     digest = sha256_file(built)
             if not target.exists():
                 place_file(built, target)
@@ -323,6 +323,26 @@ def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch
                   requires=tuple(record.get("requires") or ()), record=dict(record))
     scratch.mkdir(parents=True, exist_ok=True)
     return stamp_wheel(built, scratch, stamp)
+
+
+def wheel_identity(filename: str) -> tuple[Any, ...]:
+    """What installers tell wheels apart by: the normalised name, version, build and tags."""
+    return tuple(parse_wheel_filename(filename))
+
+
+def same_wheel_in(folder: Path, filename: str) -> Path | None:
+    """The wheel in folder that installers would take for `filename`, however it is spelt."""
+    exact = folder / filename
+    if exact.exists():
+        return exact
+    identity = wheel_identity(filename)
+    for other in folder.glob("*.whl"):
+        try:
+            if wheel_identity(other.name) == identity:
+                return other
+        except ValueError:
+            continue
+    return None
 
 
 def sha256_file(path: Path) -> str:
