@@ -56,3 +56,21 @@ def test_both_deepspeed_recipes_pass(tmp_path: Path) -> None:
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     code, output = abistamp("uv-config", "--check", tmp_path / "nope.toml")
     assert code == 2 and "does not exist" in output
+
+
+def test_source_build_config_keeps_only_what_every_build_shared() -> None:
+    """A source build's config settings and variables are per package, the same for every
+    extra: what differed between the wheelhouse's builds (a CUDA arch list for the CUDA build
+    only) must not be handed to the other torch's build, and is named instead."""
+    from abistamp.uvconfig import Route, _build_inputs
+
+    cpu = {"config_settings": {"abistamp.torch": "torch==2.13.0", "abistamp.pin": "exact"},
+           "environment": {"DS_BUILD_CPU_ADAM": "1"}}
+    cuda = {"config_settings": {"abistamp.torch": "torch==2.14.1", "abistamp.pin": "exact"},
+            "environment": {"DS_BUILD_CPU_ADAM": "1", "TORCH_CUDA_ARCH_LIST": "9.0"}}
+    routes = [Route("cpu", "pt213cpu", {}, "2.13.0+cpu", None, [cpu]),
+              Route("cu130", "pt214cu130", {}, "2.14.1", None, [cuda])]
+    settings, variables, differing = _build_inputs(routes)
+    assert settings == {"abistamp.pin": "exact"}
+    assert variables == {"DS_BUILD_CPU_ADAM": "1"}
+    assert differing == ["TORCH_CUDA_ARCH_LIST"]

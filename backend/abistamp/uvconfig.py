@@ -23,6 +23,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from .errors import AbistampError
 from .wheelhouse import ALL_PAGE, Wheelhouse
@@ -85,7 +86,8 @@ def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
                    and (wanted is None or e.get("name") in wanted)]
         versions = {str((e.get("torch") or {}).get("version")) for e in entries
                     if (e.get("torch") or {}).get("version")}
-        torch_version = max(versions) if versions else _torch_from_wheels(folder)
+        torch_version = (str(max(versions, key=Version)) if versions
+                         else _torch_from_wheels(folder))
         routes.append(Route(extra, label, by_name, torch_version, _torch_index(entries),
                             entries))
     return routes
@@ -203,7 +205,12 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
         out.append("[tool.uv.extra-build-dependencies]")
         for name in names:
             out.append(f'{name} = [{{ requirement = "torch", match-runtime = true }}]')
-        settings, variables = _build_inputs(routes)
+        settings, variables, differing = _build_inputs(routes)
+        if differing:
+            out.append("")
+            out.append(f"# Not carried over: {', '.join(differing)} differed between the "
+                       "wheelhouse's builds, and a")
+            out.append("# source build's settings are per package, the same for every extra.")
         if variables:
             out.append("")
             out.append("[tool.uv.extra-build-variables]")
@@ -306,18 +313,29 @@ def _environments(tags: set[tuple[str, str, str]]) -> str | None:
     return f"sys_platform == '{systems.pop()}' and platform_machine == '{machines.pop()}'"
 
 
-def _build_inputs(routes: list[Route]) -> tuple[dict[str, str], dict[str, str]]:
-    """Config settings and environment variables the wheelhouse builds had in common."""
-    settings: dict[str, str] = {}
-    variables: dict[str, str] = {}
+def _build_inputs(routes: list[Route]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Config settings and environment variables the wheelhouse builds had in common, and the
+    names of those that differ between builds (a source build's inputs are per package, the
+    same for every extra, so those can't be carried over)."""
+    seen_settings: list[dict[str, str]] = []
+    seen_variables: list[dict[str, str]] = []
     for r in routes:
         for e in r.entries:
-            for k, v in (e.get("config_settings") or {}).items():
-                if k not in ("abistamp.torch", "abistamp.local-version"):
-                    settings[k] = v if isinstance(v, str) else str(v[-1])
-            variables.update({k: str(v) for k, v in (e.get("environment") or {}).items()
-                              if not k.startswith("ABISTAMP_")})
-    return settings, variables
+            seen_settings.append({k: v if isinstance(v, str) else str(v[-1])
+                                  for k, v in (e.get("config_settings") or {}).items()
+                                  if k not in ("abistamp.torch", "abistamp.local-version")})
+            seen_variables.append({k: str(v) for k, v in (e.get("environment") or {}).items()
+                                   if not k.startswith("ABISTAMP_")})
+
+    def common(dicts: list[dict[str, str]]) -> tuple[dict[str, str], set[str]]:
+        keys = {k for d in dicts for k in d}
+        same = {k: dicts[0][k] for k in keys
+                if all(k in d and d[k] == dicts[0][k] for d in dicts)}
+        return same, keys - set(same)
+
+    settings, odd_settings = common(seen_settings) if seen_settings else ({}, set())
+    variables, odd_variables = common(seen_variables) if seen_variables else ({}, set())
+    return settings, variables, sorted(odd_settings | odd_variables)
 
 
 def _inline(values: dict[str, str]) -> str:
