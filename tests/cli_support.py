@@ -67,3 +67,34 @@ def fresh_env(dest: Path, find_links: Path, *requirements: str | Path) -> Env:
 def copy_wheelhouse(wheelhouse: Path, dest: Path) -> Path:
     shutil.copytree(wheelhouse, dest)
     return dest
+
+
+# Runs the command line in this interpreter under an audit hook (PEP 578) that records every
+# process it starts, then writes what it saw and whether torch was imported: "nothing to do"
+# paths are held to starting no compiler, no interpreter and no uv, and to never importing torch.
+_TRACER = """
+import json, runpy, sys
+spawned = []
+def hook(event, args):
+    if event == "subprocess.Popen":
+        spawned.append([str(a) for a in args[1]] if isinstance(args[1], (list, tuple))
+                       else [str(args[1])])
+    elif event in ("os.posix_spawn", "os.exec", "os.spawn", "os.system"):
+        spawned.append([str(a) for a in args[1]] if event != "os.system" else [str(args[0])])
+sys.addaudithook(hook)
+out = sys.argv.pop(1)
+sys.argv[0] = "abistamp"
+try:
+    runpy.run_module("abistamp", run_name="__main__", alter_sys=True)
+finally:
+    with open(out, "w") as f:
+        json.dump({"spawned": spawned, "torch_imported": "torch" in sys.modules}, f)
+"""
+
+
+def traced_cli(trace: Path, *args: str | Path, check: bool = True
+               ) -> tuple[Result, list[list[str]], bool]:
+    """`cli`, plus the commands it started and whether it imported torch."""
+    result = run([sys.executable, "-c", _TRACER, trace, *args], env=clean_env(), check=check)
+    seen = json.loads(trace.read_text())
+    return result, seen["spawned"], seen["torch_imported"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .cli_support import ABISTAMP, cli, fresh_env, manifest, summary_rows
+from .cli_support import ABISTAMP, cli, fresh_env, manifest, summary_rows, traced_cli
 from .conftest import clean_env, read_record, run, uv_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda]
@@ -90,9 +90,14 @@ def test_check_passes_a_matched_environment(ds_wh: tuple[Path, list[str]],
     env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0")
     run([uv_bin(), "pip", "install", "-q", "-p", env.python, "--no-deps",
          ds_wh[0] / "pt213cpu" / CPU])
-    result = cli("check", "--python", env.python)
+    result, spawned, torch_imported = traced_cli(tmp_path / "trace.json", "check", "--python",
+                                                 env.python)
     assert re.search(r"deepspeed\s+0\.19\.8\+pt213cpu\s+torch 2\.13\.0\+cpu \(cpu\)\s+ok",
                      result.stdout), result.stdout
+    # Read from the environment's files: its interpreter is never started, torch never imported
+    # (nvidia-smi is asked only on a machine that has one, for the GPU's arch).
+    assert [cmd for cmd in spawned if "nvidia-smi" not in cmd[0]] == [], spawned
+    assert not torch_imported
 
 
 def test_check_finds_deepspeed_built_for_another_torch(mismatched: Path) -> None:

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from .cli_support import ABISTAMP, cli, copy_wheelhouse, manifest, plain_probe, summary_rows
+from .cli_support import (
+    ABISTAMP,
+    cli,
+    copy_wheelhouse,
+    manifest,
+    plain_probe,
+    summary_rows,
+    traced_cli,
+)
 from .conftest import Env, clean_env, read_record, run
 
 WHEEL = "abistamp_probe-1.0.0+pt213cpu-1pt213cpu-py3-none-any.whl"
@@ -59,11 +67,13 @@ def test_a_built_variant_is_skipped_fast_without_an_environment(
     wheelhouse, src = probe_wh
     work = tmp_path / "work"
     before = (wheelhouse / "abistamp-wheelhouse.json").read_bytes()
-    start = time.monotonic()
-    result = cli(*build_args(src, wheelhouse, torch213_wheels, work))
-    elapsed = time.monotonic() - start
+    result, spawned, torch_imported = traced_cli(
+        tmp_path / "trace.json", *build_args(src, wheelhouse, torch213_wheels, work))
     assert summary_rows(result.stdout)["torch==2.13.0"][:3] == ["skipped", "pt213cpu", WHEEL]
-    assert elapsed < 1.0, f"the skip path took {elapsed:.2f} s"
+    # Its time is a benchmark row (docs/performance.md); what the test holds is why it is fast:
+    # no process at all (no uv, no interpreter, no compiler), no torch, no environment.
+    assert spawned == [], spawned
+    assert not torch_imported
     assert not work.exists(), "a skipped variant must not make an environment"
     assert (wheelhouse / "abistamp-wheelhouse.json").read_bytes() == before
 

@@ -194,3 +194,29 @@ def test_interrupting_a_real_compile_leaves_no_wheel_and_the_next_build_works(
     with WheelFile.open(wheels[0]) as wf:
         wf.validate_record()
     assert wheels[0].name.startswith("tiny_ext-0.3.0+pt213cpu-1pt213cpu-")
+
+
+def test_leftovers_of_writers_elsewhere_are_judged_by_age(tmp_path: Path) -> None:
+    """A folder shared with another container or machine (a bind mount, NFS): its writers' pids
+    mean nothing here, so their temporary files are left alone until they are a day old;
+    this host's are removed as soon as their writer is gone."""
+    from abistamp.atomic import FOREIGN_STALE_AFTER, _host, remove_stale_parts
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ours, other = _host(), "0badc0de"
+    assert ours != other
+    names = {
+        "ours, writer gone": f".x.whl.{dead.pid}_{ours}.a1.part",
+        "ours, writer running": f".x.whl.{os.getpid()}_{ours}.a2.part",
+        "elsewhere, fresh": f".x.whl.{dead.pid}_{other}.a3.part",
+        "elsewhere, old": f".x.whl.{dead.pid}_{other}.a4.part",
+        "older name, writer gone": f".x.whl.{dead.pid}.a5.part",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"half a wheel")
+    old = time.time() - FOREIGN_STALE_AFTER - 60
+    os.utime(tmp_path / names["elsewhere, old"], (old, old))
+    remove_stale_parts(tmp_path)
+    left = {what for what, name in names.items() if (tmp_path / name).exists()}
+    assert left == {"ours, writer running", "elsewhere, fresh"}

@@ -1,15 +1,22 @@
 """Files that appear whole or not at all, and the cleanup of what killed writers left.
 
 Every file abistamp writes for others to read (wheels, sdists, index pages, manifests,
-METADATA) is written to a hidden `.NAME.PID.RANDOM.part` beside its target and renamed into
-place. The pid in the name lets a later run remove the leftovers of a killed one.
+METADATA) is written to a hidden `.NAME.OWNER.RANDOM.part` beside its target and renamed into
+place. OWNER is `PID_HOST`: the pid lets a later run remove the leftovers of a killed one, and
+HOST (a digest of the host name and boot id) keeps it from judging a writer it cannot see: a
+container or machine sharing the folder has pids of its own, so its leftovers are removed only
+once they are a day old.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +30,7 @@ def replacing(target: Path) -> Iterator[str]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".part",
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{owner()}.", suffix=".part",
                                dir=target.parent)
     os.close(fd)
     try:
@@ -57,16 +64,53 @@ def write_if_changed(target: Path, data: bytes) -> bool:
 
 
 def remove_stale_parts(folder: Path) -> None:
-    """Remove `.part` files whose writer (the pid in the name) no longer runs."""
+    """Remove `.part` files whose writer (the owner in the name) no longer runs."""
     if not folder.is_dir():
         return
     for part in folder.glob(".*.part"):
         pieces = part.name.rsplit(".", 3)
-        if len(pieces) == 4 and pieces[1].isdigit():
-            try:
-                os.kill(int(pieces[1]), 0)
-            except ProcessLookupError:
-                with contextlib.suppress(FileNotFoundError):
-                    part.unlink()
-            except PermissionError:
-                pass
+        if len(pieces) == 4 and owner_gone(pieces[1], part):
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+
+
+#: How old another host's leftovers must be before they are removed: no write takes a day.
+FOREIGN_STALE_AFTER = 24 * 3600
+
+
+def owner() -> str:
+    """`PID_HOST`, for the names of temporary files and folders (no `.` or `-` in it)."""
+    return f"{os.getpid()}_{_host()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _host() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return hashlib.sha256(f"{socket.gethostname()}|{boot}".encode()).hexdigest()[:8]
+
+
+def owner_gone(text: str, path: Path) -> bool:
+    """Whether the writer named `text` (`PID_HOST`, or a bare pid from older names) is gone."""
+    pid, _, host = text.partition("_")
+    if not pid.isdigit():
+        return False
+    if host and host != _host():
+        # Another machine or container: its pids mean nothing here; only age tells.
+        try:
+            return time.time() - path.stat().st_mtime > FOREIGN_STALE_AFTER
+        except OSError:
+            return False
+    return not alive(int(pid))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

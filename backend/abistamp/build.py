@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
-from .atomic import write_atomic
+from .atomic import owner, owner_gone, write_atomic
 from .errors import AbistampError
 from .labels import check_expected, torch_pin
 from .plan import label_for, make_stamp
@@ -419,24 +419,14 @@ def patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
 def scratch_dir(out_dir: Path) -> Iterator[str]:
     """A private folder inside the frontend's output folder, for the wrapped backend's output.
 
-    Named with our pid, so that a later build can remove what a killed one left behind.
+    Named with our pid and host (atomic.owner), so that a later build can remove what a killed
+    one left behind.
     """
     for stale in out_dir.glob(".abistamp-*-tmp*"):
-        pid = stale.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if owner_gone(stale.name.split("-")[1], stale):
             shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-{os.getpid()}-tmp", dir=out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".abistamp-{owner()}-tmp", dir=out_dir) as tmp:
         yield tmp
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _with(abi: TorchABI, **changes: Any) -> TorchABI:

@@ -508,27 +508,39 @@ def _requires(metadata: bytes) -> list[str]:
 
 def _place(final: Path, target: Path) -> str:
     """Move into out_dir; a name already there with other bytes is refused (uv and pip cache
-    wheels by name: one filename must never mean two contents)."""
+    wheels by name: one filename must never mean two contents).
+
+    The scratch folder is in out_dir, so a hard link puts the whole file in place at once and
+    fails if the name exists, also when another repair took it a moment ago: there is no
+    window between looking and placing in which a second writer's wheel could be replaced.
+    """
     from .wheelhouse import place_file, sha256_file
 
-    if target.exists():
-        if sha256_file(target) == sha256_file(final):
-            return "identical to the wheel already there"
-        raise AbistampError(f"`{target}` already exists with other bytes",
-                            "remove it (if nothing has installed or cached it), or repair into "
-                            "another folder")
-    place_file(final, target)
-    return "repaired"
+    try:
+        os.link(final, target)
+        return "repaired"
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: look, then rename
+        if not target.exists():
+            place_file(final, target)
+            return "repaired"
+    if sha256_file(target) == sha256_file(final):
+        return "identical to the wheel already there"
+    raise AbistampError(f"`{target}` already exists with other bytes",
+                        "remove it (if nothing has installed or cached it), or repair into "
+                        "another folder")
 
 
 @contextlib.contextmanager
 def _scratch(out_dir: Path) -> Iterator[Path]:
     """A private folder in out_dir (same filesystem: the final move is a rename)."""
+    from .atomic import owner, owner_gone
+
     for stale in out_dir.glob(".abistamp-repair-*"):
-        pid = stale.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if owner_gone(stale.name.split("-")[2], stale):
             shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-repair-{os.getpid()}-",
+    with tempfile.TemporaryDirectory(prefix=f".abistamp-repair-{owner()}-",
                                      dir=out_dir) as tmp:
         yield Path(tmp)
 
