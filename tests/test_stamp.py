@@ -231,3 +231,14 @@ def test_build_tag_off_keeps_the_wrapped_backends_own_tag(tmp_path: Path) -> Non
     assert ours.name == "tagged-1.0-1pt213cpu-py3-none-any.whl"
     # Turned off on a wheel abistamp tagged before: its tag is abistamp's, so it goes.
     assert stamped(off, ours, "again").name == "tagged-1.0-py3-none-any.whl"
+
+
+def test_metadata_fields_read_as_an_email_parser_does() -> None:
+    from abistamp.stamp import metadata_fields
+
+    data = (b"Metadata-Version: 2.1\r\nName: x\r\nrequires-dist: numpy\r\n"
+            b"Requires-Dist: torch==2.13.*\r\nRequires-Python: >=3.10\r\n\r\n"
+            b"Requires-Dist: in-the-description\r\n")
+    assert metadata_fields(data, "Requires-Dist") == ["numpy", "torch==2.13.*"]
+    assert metadata_fields(data, "requires-python") == [">=3.10"]
+    assert metadata_fields(data, "Dynamic") == []

@@ -509,10 +509,9 @@ def _header(data: bytes, name: str) -> str | None:
 
 
 def _headers(data: bytes, name: str) -> list[str]:
-    head = data.decode("utf-8", "replace").split("\n\n", 1)[0]
-    prefix = name.lower() + ":"
-    return [line.split(":", 1)[1].strip() for line in head.splitlines()
-            if line.lower().startswith(prefix)]
+    from .stamp import metadata_fields
+
+    return metadata_fields(data, name)
 
 
 __all__ = ["RECORD_NAME", "Build", "load_backend"]

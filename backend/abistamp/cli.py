@@ -412,12 +412,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def describe_wheel(path: Path) -> dict[str, Any]:
-    from .stamp import read_wheel
+    from .stamp import metadata_fields, read_wheel
 
     info = read_wheel(path)
-    head = info.metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
-    requires = [ln.split(":", 1)[1].strip() for ln in head.splitlines()
-                if ln.lower().startswith("requires-dist:")]
+    requires = metadata_fields(info.metadata, "Requires-Dist")
     torch_requires = [r for r in requires if r.split(";")[0].strip().lower().startswith("torch")
                       and r[5:6] in ("", " ", "=", "<", ">", "!", "~", "[", "(", ";")]
     data: dict[str, Any] = {

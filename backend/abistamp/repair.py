@@ -502,8 +502,9 @@ def _verify(original: Path, repaired: Path, before: Any) -> None:
 
 
 def _requires(metadata: bytes) -> list[str]:
-    head = metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
-    return sorted(ln for ln in head.splitlines() if ln.lower().startswith("requires-dist:"))
+    from .stamp import metadata_fields
+
+    return sorted(metadata_fields(metadata, "Requires-Dist"))
 
 
 def _place(final: Path, target: Path) -> str:

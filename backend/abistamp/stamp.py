@@ -205,6 +205,15 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
     return target
 
 
+def metadata_fields(data: bytes, name: str) -> list[str]:
+    """Every value of one header field of METADATA or PKG-INFO (`Requires-Dist`), read by the
+    standard library's email parser: any line ending, folded lines, names in any case."""
+    from email.parser import HeaderParser
+
+    values = HeaderParser().parsestr(data.decode("utf-8", "replace")).get_all(name) or []
+    return [str(v).strip() for v in values]
+
+
 def edit_metadata(data: bytes, version: str, add: tuple[str, ...],
                   drop: tuple[str, ...] = ()) -> bytes:
     """Set `Version:` and add `Requires-Dist:` lines in METADATA's headers; keep the body.

@@ -153,16 +153,14 @@ def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
 
 def _torch_pins(wheel: Path) -> list[Requirement]:
     """The wheel's unconditional `Requires-Dist` requirements on torch."""
-    from .stamp import read_wheel
+    from .stamp import metadata_fields, read_wheel
 
-    head = read_wheel(wheel).metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
     pins = []
-    for line in head.splitlines():
-        if line.lower().startswith("requires-dist:"):
-            req = Requirement(line.split(":", 1)[1].strip())
-            if canonicalize_name(req.name) == "torch" and (
-                    req.marker is None or req.marker.evaluate({"extra": ""})):
-                pins.append(req)
+    for text in metadata_fields(read_wheel(wheel).metadata, "Requires-Dist"):
+        req = Requirement(text)
+        if canonicalize_name(req.name) == "torch" and (
+                req.marker is None or req.marker.evaluate({"extra": ""})):
+            pins.append(req)
     return pins
 
 

@@ -288,14 +288,11 @@ def _page(title: str, lines: list[str]) -> bytes:
 
 
 def file_facts(wheel: Path, digest: str) -> dict[str, Any]:
-    from .stamp import read_wheel
+    from .stamp import metadata_fields, read_wheel
 
-    requires_python = None
-    metadata = read_wheel(wheel).metadata.decode("utf-8", "replace").split("\n\n", 1)[0]
-    for line in metadata.splitlines():
-        if line.lower().startswith("requires-python:"):
-            requires_python = line.split(":", 1)[1].strip()
-    return {"sha256": digest, "size": wheel.stat().st_size, "requires_python": requires_python}
+    found = metadata_fields(read_wheel(wheel).metadata, "Requires-Python")
+    return {"sha256": digest, "size": wheel.stat().st_size,
+            "requires_python": found[-1] if found else None}
 
 
 def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch: Path) -> Path:
