@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import CACHE, REPO, Row, deepspeed_sdist, sh, timed, torch_env, uv
+from bench import CACHE, REPO, SMOKE_PROJECT, Row, deepspeed_sdist, sh, timed, torch_env, uv
 
 
 def abistamp() -> str:
@@ -37,7 +37,8 @@ def bench_cli(smoke: bool) -> list[Row]:
     wheels = CACHE / "wheels"
     with tempfile.TemporaryDirectory() as tmp:
         wh = Path(tmp) / "wheelhouse"
-        build = [abistamp(), "build", str(REPO / "examples" / "tiny-ext"), "--torch",
+        project = SMOKE_PROJECT if smoke else REPO / "examples" / "tiny-ext"
+        build = [abistamp(), "build", str(project), "--torch",
                  "torch==2.13.0", "--find-links", str(wheels), "-o", str(wh)]
         first = timed(lambda: sh(build))
         skip = Row("`abistamp build` of a variant already in the wheelhouse", "< 1 s",
@@ -58,8 +59,8 @@ def bench_cli(smoke: bool) -> list[Row]:
         if not smoke:
             sh([uv(), "pip", "install", "-p", py, "--no-build-isolation", "--no-deps",
                 deepspeed_sdist()], env={**os.environ, "DS_BUILD_OPS": "0"})
-        sh([uv(), "pip", "install", "-p", py, "--no-deps", "--reinstall-package", "tiny-ext",
-            *sorted(wh.rglob("tiny_ext-*.whl"))[:1]])
+        (wheel,) = wh.glob("*/*.whl")
+        sh([uv(), "pip", "install", "-p", py, "--no-deps", "--reinstall", wheel])
         check = Row("`abistamp check` of an environment with torch"
                     + ("" if smoke else " and DeepSpeed"), "< 1 s",
                     ours_label="abistamp check", base_label="python -c pass",

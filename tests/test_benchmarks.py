@@ -18,7 +18,7 @@ from .conftest import CACHE, REPO, clean_env, run
 ROWS = [
     "stamping a 8 MiB wheel of incompressible data",
     "`prepare_metadata_for_build_wheel` on DeepSpeed",
-    "shim overhead: tiny-ext wheel",
+    "shim overhead: probe (smoke, nothing compiled) wheel",
     "`abistamp build` of a variant already in the wheelhouse",
     "`abistamp check` of an environment with torch",
     "DeepSpeed no ops (smoke), `uv build --wheel --no-build-isolation`",
