@@ -53,6 +53,19 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The suite runs on two workers (pytest-xdist, `--dist loadgroup`: scripts/test). Each module's
+# tests stay on one worker, so a module fixture is made once; modules that share the session's
+# built wheelhouses (cli_fixtures.py) form one group, so those are built once too.
+SHARED_WHEELHOUSES = {"test_cli_two_torches", "test_cli_wheelhouse", "test_index", "test_repair"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+        group = "cli-wheelhouses" if module in SHARED_WHEELHOUSES else module
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def uv_bin() -> str:
     found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     need(Path(found).exists(), "uv is not installed (pip install -e '.[test]')")
