@@ -281,6 +281,22 @@ def env214(torch214_wheels: Path) -> Env:
     return _make_env("214", "torch==2.14.1", torch214_wheels, [])
 
 
+def private_envs(module: str) -> tuple[Any, Any]:
+    """env213 and env214 fixtures of a module's own, for a module whose tests install and
+    remove packages in them: on another worker, another module may be doing the same with the
+    shared ones. uv links torch from its cache, so each costs seconds, once (kept in CACHE)."""
+
+    @pytest.fixture(scope="module", name="env213")
+    def own213(torch213_wheels: Path) -> Env:
+        return _make_env(f"213-{module}", "torch==2.13.0", torch213_wheels, [])
+
+    @pytest.fixture(scope="module", name="env214")
+    def own214(torch214_wheels: Path) -> Env:
+        return _make_env(f"214-{module}", "torch==2.14.1", torch214_wheels, [])
+
+    return own213, own214
+
+
 @pytest.fixture()
 def probe(tmp_path: Path) -> Path:
     """The probe project (imports torch at build time, compiles nothing), vendoring abistamp."""

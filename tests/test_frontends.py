@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Env, read_dist_file, read_record, run, uv_bin
+from .conftest import Env, private_envs, read_dist_file, read_record, run, uv_bin
+
+# The probe is installed into these and removed again: this module's own (conftest.py).
+env213, env214 = private_envs("frontends")
 
 PROBE = "abistamp_probe"
 

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import OLDEST_PIP, Env, clean_env, read_record, run, uv_bin
+from .conftest import OLDEST_PIP, Env, clean_env, private_envs, read_record, run, uv_bin
+
+# The probe is installed into these and removed again: this module's own (conftest.py).
+env213, env214 = private_envs("matrix")
 
 INSTALLED = ("import importlib.metadata as m, json, probe; d = m.distribution('abistamp-probe'); "
              "r = d.read_text('abistamp.json'); "
