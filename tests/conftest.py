@@ -53,17 +53,28 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The suite runs on two workers (pytest-xdist, `--dist loadgroup`: scripts/test). Each module's
-# tests stay on one worker, so a module fixture is made once; modules that share the session's
-# built wheelhouses (cli_fixtures.py) form one group, so those are built once too.
-SHARED_WHEELHOUSES = {"test_cli_two_torches", "test_cli_wheelhouse", "test_index", "test_repair"}
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder of this run that every worker (pytest-xdist) sees: each worker's basetemp is
+    inside the session's."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
-        group = "cli-wheelhouses" if module in SHARED_WHEELHOUSES else module
-        item.add_marker(pytest.mark.xdist_group(group))
+@contextlib.contextmanager
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path | None]:
+    """For what a session fixture makes once per run, whichever worker asks first: yields the
+    empty shared folder to fill, or None when another worker has filled it already."""
+    folder = shared_folder(tmp_path_factory, name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if (folder / ".done").exists():
+            yield None
+            return
+        shutil.rmtree(folder, ignore_errors=True)  # a worker that failed at it left this
+        folder.mkdir()
+        yield folder
+        (folder / ".done").write_text("")
 
 
 def uv_bin() -> str:
