@@ -25,7 +25,7 @@ from .labels import check_expected, torch_pin
 from .plan import label_for, make_stamp
 from .profiles import Profile, select_profile
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
-from .stamp import RECORD_NAME, Stamp, stamp_wheel
+from .stamp import RECORD_NAME, Stamp, metadata_fields, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -300,7 +300,7 @@ class Build:
         if pkg_info.is_file():
             data = pkg_info.read_bytes()
             mv = _header(data, "Metadata-Version") or "1.0"
-            dynamic = {v.lower() for v in _headers(data, "Dynamic")}
+            dynamic = {v.lower() for v in metadata_fields(data, "Dynamic")}
             if tuple(int(x) for x in mv.split(".")[:2]) < (2, 2) or "requires-dist" in dynamic:
                 return True, "PKG-INFO leaves Requires-Dist dynamic"
             return False, "the sdist's PKG-INFO states Requires-Dist as static (PEP 643)"
@@ -504,14 +504,8 @@ def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
 
 
 def _header(data: bytes, name: str) -> str | None:
-    values = _headers(data, name)
+    values = metadata_fields(data, name)
     return values[0] if values else None
-
-
-def _headers(data: bytes, name: str) -> list[str]:
-    from .stamp import metadata_fields
-
-    return metadata_fields(data, name)
 
 
 __all__ = ["RECORD_NAME", "Build", "load_backend"]
