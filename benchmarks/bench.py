@@ -244,9 +244,9 @@ STAMP_CHILD = """
 import os, shutil, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-from abistamp.abi import TorchABI
-from abistamp.labels import build_tag, stamped_version
-from abistamp.stamp import Stamp, stamp_wheel
+from abistamp.core.abi import TorchABI
+from abistamp.core.labels import build_tag, stamped_version
+from abistamp.core.stamp import Stamp, stamp_wheel
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir()
 abi = TorchABI("2.13.0+cpu")

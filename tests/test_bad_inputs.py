@@ -95,14 +95,14 @@ import json, os, sys
 cases = json.loads(sys.argv[1])
 sys.path.insert(0, cases[0]["tree"] + "/backend")
 import setuptools.build_meta  # setuptools adds its _vendor folder to sys.path once, for good
-from abistamp.errors import AbistampError
+from abistamp.core.errors import AbistampError
 results = []
 for case in cases:
     os.chdir(case["tree"])
     env_before, path_before = dict(os.environ), list(sys.path)
     os.environ.update(case["env"])
     import abistamp.backend as b
-    from abistamp.build import _BACKENDS
+    from abistamp.core.build import _BACKENDS
     _BACKENDS.clear()
     try:
         b.build_wheel(case["out"], case["config"])
@@ -155,9 +155,9 @@ def test_corrupt_wheels_given_to_stamp(tmp_path: Path) -> None:
     """The wheel side of the battery (the command line's inputs); nothing is written."""
     import pytest
 
-    from abistamp.abi import TorchABI
-    from abistamp.errors import AbistampError
-    from abistamp.stamp import Stamp, stamp_wheel
+    from abistamp.core.abi import TorchABI
+    from abistamp.core.errors import AbistampError
+    from abistamp.core.stamp import Stamp, stamp_wheel
 
     stamp = Stamp(None, "1pt213cpu", (), TorchABI("2.13.0+cpu").as_record())
     good = tmp_path / "ok-1.0-py3-none-any.whl"
@@ -195,10 +195,10 @@ def test_deepspeed_inputs_this_machine_cannot_make(tmp_path: Path, monkeypatch) 
 
     import pytest
 
-    from abistamp.abi import TorchABI
-    from abistamp.errors import AbistampError
-    from abistamp.profiles.deepspeed import INFO_MODULE, DeepSpeed, wheel_facts
-    from abistamp.settings import Settings
+    from abistamp.core.abi import TorchABI
+    from abistamp.core.errors import AbistampError
+    from abistamp.core.profiles.deepspeed import INFO_MODULE, DeepSpeed, wheel_facts
+    from abistamp.core.settings import Settings
 
     wheel = tmp_path / "deepspeed-0.19.8-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:

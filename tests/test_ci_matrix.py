@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from abistamp.cli import build_parser
-from abistamp.errors import AbistampError
-from abistamp.settings import (
+from abistamp.cli.main import build_parser
+from abistamp.core.errors import AbistampError
+from abistamp.core.settings import (
     ACCELERATOR_FIELDS,
     MATRIX_FIELDS,
     Accelerator,
@@ -228,7 +228,7 @@ def test_settings_model_is_the_source_of_keys_and_docs() -> None:
         [f.name for f in dataclasses.fields(Accelerator)][1:]  # after the name
     text = (REPO / "docs" / "configuration.md").read_text()
     assert matrix_reference_markdown() in text, (
-        "docs/configuration.md is out of date: regenerate with `python -m abistamp.settings`")
+        "docs/configuration.md is out of date: regenerate with `python -m abistamp.core.settings`")
     # The defaults documented are the ones that apply.
     m = MatrixSettings.from_table({"torch": ["2.13.0"], "python": ["3.11"],
                                    "accelerators": {"cpu": "https://x"}})

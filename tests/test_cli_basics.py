@@ -128,7 +128,7 @@ def test_check_defaults_to_the_active_environment(env213: Env, tmp_path: Path) -
 def test_cuda_arch_rules_of_check() -> None:
     """SASS runs on its major with an equal or higher minor; PTX is compiled for newer GPUs.
     (No GPU here: the rule is checked as a function; nvidia-smi is asked only with one.)"""
-    from abistamp.check import arch_problems
+    from abistamp.cli.check import arch_problems
 
     assert arch_problems("8.0;9.0", ["9.0"]) == []
     assert arch_problems("8.0", ["8.6"]) == []

@@ -243,7 +243,7 @@ def test_existing_environment_variant(env213: Env, tmp_path: Path) -> None:
 def assert_consistent(wheelhouse: Path) -> None:
     """Every wheel is in the manifest with its true digest, and the indexes list exactly the
     wheels there, each with that digest."""
-    from abistamp.wheelhouse import sha256_file
+    from abistamp.cli.wheelhouse import sha256_file
 
     data = manifest(wheelhouse)
     wheels = {p.relative_to(wheelhouse).as_posix(): p for p in wheelhouse.glob("*/*.whl")}

@@ -9,16 +9,16 @@ from packaging.requirements import Requirement
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from abistamp.abi import TorchABI
-from abistamp.errors import AbistampError
-from abistamp.labels import (
+from abistamp.core.abi import TorchABI
+from abistamp.core.errors import AbistampError
+from abistamp.core.labels import (
     build_tag,
     check_expected,
     render_label,
     stamped_version,
     torch_pin,
 )
-from abistamp.stamp import wheel_filename
+from abistamp.core.stamp import wheel_filename
 
 CPU = TorchABI("2.13.0+cpu", cxx11abi=True)
 CU130 = TorchABI("2.14.1", cuda="13.0", cxx11abi=True)

@@ -21,9 +21,9 @@ STAMPER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-from abistamp.abi import TorchABI
-from abistamp.labels import build_tag, stamped_version
-from abistamp.stamp import Stamp, stamp_wheel
+from abistamp.core.abi import TorchABI
+from abistamp.core.labels import build_tag, stamped_version
+from abistamp.core.stamp import Stamp, stamp_wheel
 abi = TorchABI("2.13.0+cpu")
 print("ready", flush=True)
 stamp_wheel(Path(sys.argv[1]), Path(sys.argv[2]),
@@ -200,7 +200,7 @@ def test_leftovers_of_writers_elsewhere_are_judged_by_age(tmp_path: Path) -> Non
     """A folder shared with another container or machine (a bind mount, NFS): its writers' pids
     mean nothing here, so their temporary files are left alone until they are a day old;
     this host's are removed as soon as their writer is gone."""
-    from abistamp.atomic import FOREIGN_STALE_AFTER, _host, remove_stale_parts
+    from abistamp.core.atomic import FOREIGN_STALE_AFTER, _host, remove_stale_parts
 
     dead = subprocess.Popen(["true"])
     dead.wait()

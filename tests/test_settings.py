@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from abistamp.errors import AbistampError
-from abistamp.settings import FIELDS, Settings, reference_markdown
+from abistamp.core.errors import AbistampError
+from abistamp.core.settings import FIELDS, Settings, reference_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +85,6 @@ def test_docs_reference_is_generated_from_the_model() -> None:
     text = (REPO / "docs" / "configuration.md").read_text()
     assert reference_markdown() in text, (
         "docs/configuration.md is out of date: regenerate its table with "
-        "`python -m abistamp.settings`")
+        "`python -m abistamp.core.settings`")
     for f in FIELDS:
         assert f"`{f.env}`" in text

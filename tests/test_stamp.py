@@ -12,10 +12,10 @@ import pytest
 from installer.sources import WheelFile
 from packaging.utils import parse_wheel_filename
 
-from abistamp.abi import TorchABI
-from abistamp.errors import AbistampError
-from abistamp.labels import build_tag, render_label, stamped_version, torch_pin
-from abistamp.stamp import Stamp, read_wheel, stamp_wheel
+from abistamp.core.abi import TorchABI
+from abistamp.core.errors import AbistampError
+from abistamp.core.labels import build_tag, render_label, stamped_version, torch_pin
+from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
 
 from .conftest import read_dist_file, read_record, run
 
@@ -208,8 +208,8 @@ def test_a_corrupt_member_is_named_with_its_wheel(plain_wheel: Path, tmp_path: P
 def test_build_tag_off_keeps_the_wrapped_backends_own_tag(tmp_path: Path) -> None:
     """`build-tag = false` means abistamp adds none: a tag the project's backend gave its wheel
     (`bdist_wheel --build-number 7`) stays, and abistamp's own from an earlier stamp goes."""
-    from abistamp.plan import make_stamp
-    from abistamp.settings import Settings
+    from abistamp.core.plan import make_stamp
+    from abistamp.core.settings import Settings
 
     wheel = _craft(tmp_path / "tagged-1.0-7-py3-none-any.whl", _hashed({
         "tagged/__init__.py": b"",
@@ -234,7 +234,7 @@ def test_build_tag_off_keeps_the_wrapped_backends_own_tag(tmp_path: Path) -> Non
 
 
 def test_metadata_fields_read_as_an_email_parser_does() -> None:
-    from abistamp.stamp import metadata_fields
+    from abistamp.core.stamp import metadata_fields
 
     data = (b"Metadata-Version: 2.1\r\nName: x\r\nrequires-dist: numpy\r\n"
             b"Requires-Dist: torch==2.13.*\r\nRequires-Python: >=3.10\r\n\r\n"

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .build import Build, backend_spec, load_backend
-from .settings import ConfigSettings
+from .core.build import Build, backend_spec, load_backend
+from .core.settings import ConfigSettings
 
 
 def build_wheel(wheel_directory: str, config_settings: ConfigSettings | None = None,

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import AbistampError
-from .settings import MATRIX_TABLE, Accelerator, MatrixSettings, Settings
+from abistamp.core.errors import AbistampError
+from abistamp.core.settings import MATRIX_TABLE, Accelerator, MatrixSettings, Settings
 
 FORMATS = ("github", "list", "table")
 

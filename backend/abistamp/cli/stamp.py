@@ -12,12 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .abi import TorchABI
-from .errors import AbistampError
-from .labels import torch_pin
-from .plan import make_stamp
-from .settings import ConfigSettings, Settings
-from .stamp import Stamp, read_wheel, stamp_wheel
+from abistamp.core.abi import TorchABI
+from abistamp.core.errors import AbistampError
+from abistamp.core.labels import torch_pin
+from abistamp.core.plan import make_stamp
+from abistamp.core.settings import ConfigSettings, Settings
+from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
 
 
 def abi_from_wheel(wheel: Path) -> TorchABI:
@@ -45,7 +45,7 @@ def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
 
 def deepspeed_profile(wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
     """For a DeepSpeed wheel: check its torch_info against the ABI, as the backend does."""
-    from .profiles.deepspeed import CPU_OPS, wheel_facts
+    from abistamp.core.profiles.deepspeed import CPU_OPS, wheel_facts
 
     facts = wheel_facts(wheel, abi, required=False)
     if facts is None:

@@ -45,8 +45,9 @@ from typing import IO, Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import __version__
-from .errors import AbistampError
+from abistamp import __version__
+from abistamp.core.errors import AbistampError
+
 from .wheelhouse import Wheelhouse, sha256_file
 
 #: Environment variables that change what a build produces: recorded, and part of the key.
@@ -224,7 +225,7 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
         if sdist.name.endswith(".zip"):
             with zipfile.ZipFile(sdist) as zf:
                 for name in zf.namelist():
-                    from .stamp import check_member_name
+                    from abistamp.core.stamp import check_member_name
 
                     check_member_name(name, sdist)
                 zf.extractall(dest)
@@ -443,7 +444,7 @@ for module in ("setuptools", "packaging"):
                        "setuptools>=64 and packaging>=22 into it)"})
         sys.exit(1)
 import abistamp.backend as backend
-from abistamp.errors import AbistampError
+from abistamp.core.errors import AbistampError
 
 def unmet(requirements):
     from importlib import metadata
@@ -710,7 +711,7 @@ class Matrix:
         return env
 
     def _effective_config(self, variant: Variant, project: Path) -> dict[str, str | list[str]]:
-        from .settings import FIELDS_BY_KEY, read_tool_table
+        from abistamp.core.settings import FIELDS_BY_KEY, read_tool_table
 
         config = dict(self.plan.config)
         if variant.torch and "abistamp.torch" not in config:
@@ -768,7 +769,7 @@ class Matrix:
 
 def project_backend(project: Path) -> tuple[list[str], dict[str, str], list[str]]:
     """A project's build requirements (less abistamp), the backend to wrap, its backend-path."""
-    from .settings import read_pyproject
+    from abistamp.core.settings import read_pyproject
 
     pyproject = project / "pyproject.toml"
     data = read_pyproject(pyproject) if pyproject.is_file() else {}
@@ -793,7 +794,7 @@ def _req_name(text: str) -> str:
 
 
 def _abi_record(wheel: Path) -> dict[str, Any]:
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     record = read_wheel(wheel).abi_record
     if not record:

@@ -19,8 +19,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import AbistampError
+from abistamp import __version__
+from abistamp.core.errors import AbistampError
+
 from .wheelhouse import (
     ALL_PAGE,
     MANIFEST_NAME,
@@ -80,7 +81,7 @@ def _check_folder(rel: str, path: Path, out: Wheelhouse) -> None:
     The folder is the ABI's identity (a per-ABI index); a wheel moved or copied by hand into
     the wrong one would be offered to every environment of that ABI.
     """
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     folder = rel.split("/", 1)[0]
     record = read_wheel(path).abi_record  # refuses a corrupt wheel, naming it
@@ -140,7 +141,7 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
                 f"cache wheels by filename, so one index must not offer both; nothing was "
                 f"written to `{out.root}`",
                 "bump the build number: rebuild that cell with `abistamp build ... "
-                "-C abistamp.build-number=2` (or leave one of the two wheelhouses out)")
+                "-C abistamp.core.build-number=2` (or leave one of the two wheelhouses out)")
         raise AbistampError(
             f"`{first.path}` and `{second.path}` are one wheel in two ABI folders{more}; "
             f"nothing was written to `{out.root}`",

@@ -31,7 +31,7 @@ from typing import Any
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
-from . import RECORD_SCHEMA, __version__
+from .. import RECORD_SCHEMA, __version__
 from .atomic import replacing
 from .errors import AbistampError
 

@@ -21,8 +21,8 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .errors import AbistampError
-from .settings import read_pyproject
+from abistamp.core.errors import AbistampError
+from abistamp.core.settings import read_pyproject
 
 #: Projects known to compile against torch when built from source.
 KNOWN = frozenset(canonicalize_name(n) for n in (

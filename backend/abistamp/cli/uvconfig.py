@@ -25,7 +25,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from .errors import AbistampError
+from abistamp.core.errors import AbistampError
+
 from .wheelhouse import ALL_PAGE, Wheelhouse
 
 SINGLE_INDEX = "abistamp"  # the index name of `--single-index`
@@ -94,7 +95,7 @@ def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
 
 
 def _torch_from_wheels(folder: Path) -> str | None:
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     for wheel in sorted(folder.glob("*.whl")):
         record = read_wheel(wheel).abi_record
@@ -153,7 +154,7 @@ def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
 
 def _torch_pins(wheel: Path) -> list[Requirement]:
     """The wheel's unconditional `Requires-Dist` requirements on torch."""
-    from .stamp import metadata_fields, read_wheel
+    from abistamp.core.stamp import metadata_fields, read_wheel
 
     pins = []
     for text in metadata_fields(read_wheel(wheel).metadata, "Requires-Dist"):

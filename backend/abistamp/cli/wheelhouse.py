@@ -36,9 +36,9 @@ from typing import Any
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import __version__
-from .atomic import remove_stale_parts, replacing, write_if_changed
-from .errors import AbistampError
+from abistamp import __version__
+from abistamp.core.atomic import remove_stale_parts, replacing, write_if_changed
+from abistamp.core.errors import AbistampError
 
 MANIFEST_NAME = "abistamp-wheelhouse.json"
 LOCK_NAME = ".abistamp-wheelhouse.lock"
@@ -112,7 +112,7 @@ class Wheelhouse:
         A filename never names two contents: when the folder already has a wheel of this name
         with other bytes, the new one gets the next build number (a re-stamp, not a rebuild).
         """
-        from .stamp import read_wheel
+        from abistamp.core.stamp import read_wheel
 
         key = entry["key"]
         with self.locked():
@@ -168,8 +168,8 @@ class Wheelhouse:
         Without this, every rebuild after a bump would compare with build 1 and bump again.
         Only the three newest numbers are tried: each try is a re-stamp (a file copy).
         """
-        from .labels import build_tag
-        from .stamp import Stamp, stamp_wheel
+        from abistamp.core.labels import build_tag
+        from abistamp.core.stamp import Stamp, stamp_wheel
 
         name, version, build, tags = parse_wheel_filename(built.name)
         others = []
@@ -288,7 +288,7 @@ def _page(title: str, lines: list[str]) -> bytes:
 
 
 def file_facts(wheel: Path, digest: str) -> dict[str, Any]:
-    from .stamp import metadata_fields, read_wheel
+    from abistamp.core.stamp import metadata_fields, read_wheel
 
     found = metadata_fields(read_wheel(wheel).metadata, "Requires-Python")
     return {"sha256": digest, "size": wheel.stat().st_size,
@@ -297,8 +297,8 @@ def file_facts(wheel: Path, digest: str) -> dict[str, Any]:
 
 def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch: Path) -> Path:
     """Re-stamp `built` with the next free build number for its name, version and tags."""
-    from .labels import build_tag
-    from .stamp import Stamp, stamp_wheel
+    from abistamp.core.labels import build_tag
+    from abistamp.core.stamp import Stamp, stamp_wheel
 
     name, version, build, tags = parse_wheel_filename(built.name)
     label = str(record["label"])
@@ -306,7 +306,7 @@ def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch
         raise AbistampError(
             f"`{folder.name}/{built.name}` already exists with other bytes, and the wheel has no "
             "build tag whose number could change",
-            "turn `build-tag` back on (`-C abistamp.build-tag=true`), or move the old wheel away "
+            "turn `build-tag` back on (`-C abistamp.core.build-tag=true`), or move the old wheel away "
             "if no lock file or cache names it")
     numbers = [build[0]]
     for other in folder.glob("*.whl"):

@@ -3,7 +3,7 @@
 Highest first: environment variables (``ABISTAMP_LOCAL_VERSION``), PEP 517 config settings
 (``-C abistamp.local-version=never``), the ``[tool.abistamp]`` table of the built project's
 pyproject.toml, then the defaults below. Every key, its type, its choices and its documentation
-live in :data:`FIELDS`; docs/configuration.md is generated from it (``python -m abistamp.settings``).
+live in :data:`FIELDS`; docs/configuration.md is generated from it (``python -m abistamp.core.settings``).
 """
 
 from __future__ import annotations

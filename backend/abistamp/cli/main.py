@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import AbistampError
+from abistamp import __version__
+from abistamp.core.errors import AbistampError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -307,10 +307,11 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def cmd_build(args: argparse.Namespace) -> int:
     import threading
 
+    from abistamp.core.labels import parse_torch_requirement
+    from abistamp.core.settings import Settings
+
+    from .build import Matrix, Plan, Variant, recorded_environ, resolve_source
     from .envs import resolve_python
-    from .labels import parse_torch_requirement
-    from .matrix import Matrix, Plan, Variant, recorded_environ, resolve_source
-    from .settings import Settings
     from .wheelhouse import Wheelhouse
 
     if not args.torch and not args.python:
@@ -378,7 +379,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_stamp(args: argparse.Namespace) -> int:
     from .envs import detect_in, resolve_python
-    from .restamp import abi_from_wheel, stamp_files
+    from .stamp import abi_from_wheel, stamp_files
 
     wheels = [Path(w) for w in args.wheels]
     for w in wheels:
@@ -412,7 +413,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def describe_wheel(path: Path) -> dict[str, Any]:
-    from .stamp import metadata_fields, read_wheel
+    from abistamp.core.stamp import metadata_fields, read_wheel
 
     info = read_wheel(path)
     requires = metadata_fields(info.metadata, "Requires-Dist")
@@ -426,7 +427,7 @@ def describe_wheel(path: Path) -> dict[str, Any]:
     if not info.abi_record or not info.abi_record.get("profile"):
         import zipfile
 
-        from .profiles.deepspeed import INFO_MODULE, read_info
+        from abistamp.core.profiles.deepspeed import INFO_MODULE, read_info
 
         with zipfile.ZipFile(path) as zf:
             if INFO_MODULE in zf.namelist():
@@ -571,8 +572,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from .cimatrix import current_python, expand, render, select, write_github_output
-    from .settings import MatrixSettings
+    from abistamp.core.settings import MatrixSettings
+
+    from .matrix import current_python, expand, render, select, write_github_output
 
     if args.github_output and args.format == "table":
         raise AbistampError("`--github-output` writes JSON", "use `--format github` with it")

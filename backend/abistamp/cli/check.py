@@ -17,8 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .abi import TorchABI, read_module_constants
-from .stamp import RECORD_NAME
+from abistamp.core.abi import TorchABI, read_module_constants
+from abistamp.core.stamp import RECORD_NAME
 
 DS_INFO = Path("deepspeed") / "git_version_info_installed.py"
 
@@ -63,11 +63,12 @@ class Report:
 
 
 def check_environment(python: Path) -> Report:
+    from abistamp.core.profiles.deepspeed import host_cpu_flags
+
     from .envs import site_dirs
-    from .profiles.deepspeed import host_cpu_flags
 
     sites = site_dirs(python)
-    from .abi import read_installed
+    from abistamp.core.abi import read_installed
 
     torch = read_installed(sites)
     host_flags = host_cpu_flags()
@@ -224,7 +225,7 @@ def find_deepspeed_info(sites: list[Path]) -> Path | None:
 
 
 def deepspeed_problems(info_file: Path, torch: TorchABI | None) -> list[str]:
-    from .profiles.deepspeed import torch_info_problems
+    from abistamp.core.profiles.deepspeed import torch_info_problems
 
     values = read_module_constants(info_file)
     torch_info = values.get("torch_info")

@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .abi import TorchABI
-from .errors import AbistampError
+from abistamp.core.abi import TorchABI
+from abistamp.core.errors import AbistampError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the abistamp package, both runtimes
 
 
 def resolve_python(given: str | Path) -> Path:
@@ -87,7 +87,7 @@ def python_version(python: Path) -> str:
 
 def installed_torch(python: Path) -> TorchABI | None:
     """The torch of an environment, read from its files (no C++ ABI flag)."""
-    from .abi import read_installed
+    from abistamp.core.abi import read_installed
 
     return read_installed(site_dirs(python))
 
@@ -95,8 +95,8 @@ def installed_torch(python: Path) -> TorchABI | None:
 _DETECT = """
 import dataclasses, json, sys
 sys.path.insert(0, sys.argv[1])
-from abistamp.abi import detect
-from abistamp.errors import AbistampError
+from abistamp.core.abi import detect
+from abistamp.core.errors import AbistampError
 try:
     print(json.dumps({"abi": dataclasses.asdict(detect())}))
 except AbistampError as e:
