@@ -31,7 +31,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -85,9 +84,15 @@ class Source:
     spec: str  # the absolute path, or the requirement as given
     path: Path | None  # the tree or sdist file; for a requirement, the sdist once fetched
     digest: str  # "sha256:..." of the content; "" for a requirement not fetched yet
+    url: str = ""  # a fetched requirement: where its sdist came from (no credentials)
+    checked: str = ""  # and how its bytes were checked
 
     def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "spec": self.spec, "digest": self.digest}
+        described = {"kind": self.kind, "spec": self.spec, "digest": self.digest}
+        if self.url:
+            described.update(url=self.url, sha256=self.digest.removeprefix("sha256:"),
+                             checked=self.checked)
+        return described
 
     def key_part(self) -> dict[str, str]:
         # A requirement pins a release, whose sdist an index never changes: the key can be
@@ -243,43 +248,6 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
     return dest
 
 
-def fetch_sdist(req: str, dest: Path, uv: str | None, work_root: Path) -> Path:
-    """Download a release's sdist with pip, which reads the user's index configuration.
-
-    pip is not always beside abistamp (`uv tool install` makes environments without it): then
-    a small environment with pip is made by uv once, under the work folder.
-    """
-    import importlib.util
-
-    python = Path(sys.executable)
-    if importlib.util.find_spec("pip") is None:
-        python = work_root / "pip-env" / "bin" / "python"
-        if not python.exists():
-            if uv is None:
-                raise AbistampError(f"SOURCE `{req}` must be downloaded, and neither pip nor uv "
-                                    "is installed here",
-                                    "pip install 'abistamp[cli]', or download the sdist yourself "
-                                    "(`pip download --no-deps --no-binary :all: NAME==VERSION`) "
-                                    "and pass the file")
-            made = subprocess.run([uv, "venv", "-q", "--seed", str(python.parent.parent)],
-                                  capture_output=True, text=True, check=False)
-            if made.returncode != 0:
-                raise AbistampError(f"could not make an environment with pip to download `{req}`"
-                                    f": {made.stderr.strip()[-300:]}",
-                                    "download the sdist yourself and pass the file")
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), req]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    found = [p for p in dest.iterdir() if p.name.endswith(SDIST_SUFFIXES)]
-    if proc.returncode != 0 or len(found) != 1:
-        last = (proc.stderr.strip().splitlines() or ["no sdist was downloaded"])[-1]
-        raise AbistampError(f"could not download the sdist of `{req}`: {last}",
-                            "check the name and version, and pip's index configuration "
-                            "(`pip config list`)")
-    return found[0]
-
-
 # --- the plan -----------------------------------------------------------------------------------
 
 
@@ -310,6 +278,7 @@ class Plan:
     rebuild: bool = False
     jobs: int = 1
     repair: str | None = None  # an auditwheel policy (or "auto") to repair each new wheel to
+    cache_dir: Path | None = None  # fetched sdists (default: fetch.default_cache_dir())
     work_root: Path = dataclasses.field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"abistamp-{os.getuid()}")
 
@@ -595,10 +564,11 @@ class Matrix:
     def _build_in(self, variant: Variant, key: str, work: Path, log: IO[str],
                   start: float) -> tuple[dict[str, Any], str]:
         plan = self.plan
-        source = self._fetched_source(variant)
+        source = self._fetched_source(variant, log)
         project = self._prepare_source(source, work)
         requires, backend_env, backend_path = project_backend(project)
         env = self._environ(variant, work, backend_env)
+        unkeyed = self._unkeyed(variant, project, log)
         if variant.existing:
             python = variant.python
         else:
@@ -637,6 +607,7 @@ class Matrix:
             "python": self.keys[variant][1]["python"],
             "config_settings": config,
             "environment": plan.environ,
+            **({"unkeyed_environment": unkeyed} if unkeyed else {}),
             "built_at": datetime.datetime.now(datetime.timezone.utc)
             .isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - start, 1),
@@ -666,20 +637,49 @@ class Matrix:
                  f"{', '.join(repaired.grafted) or 'none'}")
         return repaired.path
 
-    def _fetched_source(self, variant: Variant) -> Source:
+    def _fetched_source(self, variant: Variant, log: IO[str]) -> Source:
+        """A requirement's sdist, fetched once per run (the first variant does it; the others
+        wait) through the simple repository API: none of the project's code runs (fetch.py)."""
+        from .fetch import default_cache_dir, fetch_config, fetch_sdist
+
         plan = self.plan
         if plan.source.kind != "requirement" or plan.source.path is not None:
+            if plan.source.url:
+                log.write(f"abistamp: {plan.source.spec} from {plan.source.url} "
+                          f"({plan.source.digest}; {plan.source.checked})\n")
             return plan.source
         with self._fetch_lock:
             if plan.source.path is None:
-                self.say(variant, f"downloading the sdist of {plan.source.spec}")
-                folder = plan.work_root / "sdists" / hashlib.sha256(
-                    plan.source.spec.encode()).hexdigest()[:16]
-                shutil.rmtree(folder, ignore_errors=True)
-                sdist = fetch_sdist(plan.source.spec, folder, self._uv, plan.work_root)
-                plan.source = dataclasses.replace(plan.source, path=sdist,
-                                                  digest="sha256:" + sha256_file(sdist))
+                self.say(variant, f"fetching the sdist of {plan.source.spec}")
+
+                def note(text: str) -> None:
+                    log.write(f"abistamp: {text}\n")
+                    log.flush()
+                    if text.startswith("WARNING"):
+                        self.say(variant, text)
+
+                config = fetch_config(plan.index_url, plan.extra_index_urls, plan.find_links)
+                got = fetch_sdist(plan.source.spec, config,
+                                  plan.cache_dir or default_cache_dir(), note)
+                plan.source = dataclasses.replace(plan.source, path=got.path,
+                                                  digest="sha256:" + got.sha256, url=got.url,
+                                                  checked=got.checked)
         return plan.source
+
+    def _unkeyed(self, variant: Variant, project: Path, log: IO[str]) -> dict[str, str]:
+        """Shell variables this build may read that the variant's key does not hold
+        (shellenv.py): said, logged, and recorded in the wheelhouse entry."""
+        from .shellenv import unkeyed_environ
+
+        found = unkeyed_environ(project, os.environ, self.plan.environ)
+        if found:
+            shown = " ".join(f"{k}={v}" for k, v in found.items())
+            text = (f"the shell sets {shown}, which this build may read but the variant's key "
+                    "does not hold (a later run would skip this variant whatever it is set to); "
+                    "pass build switches as `--env NAME=VALUE`")
+            log.write(f"abistamp: {text}\n")
+            self.say(variant, text)
+        return found
 
     def _prepare_source(self, source: Source, work: Path) -> Path:
         assert source.path is not None

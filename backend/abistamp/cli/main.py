@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1\n"
         "  abistamp build . --python /opt/envs/torch26/bin/python   # that env's own torch\n")
     b.add_argument("source", metavar="SOURCE",
-                   help="a source tree, an sdist file, or `name==version` (fetched with pip)")
+                   help="a source tree, an sdist file, or `name==version` (its sdist fetched from the "
+                   "indexes pip and uv are configured with; no project code runs)")
     b.add_argument("--torch", action="append", default=[], metavar="SPEC",
                    help="a torch requirement to build against (repeatable): one variant each")
     b.add_argument("--python", action="append", default=[], metavar="PATH",
@@ -91,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "-C abistamp.label=cu{cuda}torch{major}.{minor}")
     b.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for the builds, recorded and part of the "
-                   "variant's key (e.g. DS_BUILD_CPU_ADAM=1)")
+                   "variant's key (e.g. DS_BUILD_CPU_ADAM=1, FORCE_CUDA=1): the way to pass "
+                   "build switches")
+    b.add_argument("--cache-dir", metavar="DIR",
+                   help="where fetched sdists are kept between runs (default: "
+                   "$XDG_CACHE_HOME/abistamp/sdists, else ~/.cache/abistamp/sdists)")
     b.add_argument("--rebuild", action="store_true",
                    help="build again even when the variant is in the wheelhouse")
     b.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
@@ -341,7 +346,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = Plan(source=source, wheelhouse=wheelhouse, variants=variants,
                 index_url=args.index_url, extra_index_urls=list(args.extra_index_url),
                 find_links=find_links, config=config, environ=recorded_environ(explicit_env),
-                rebuild=args.rebuild, jobs=args.jobs, repair=args.repair)
+                rebuild=args.rebuild, jobs=args.jobs, repair=args.repair,
+                cache_dir=Path(args.cache_dir).absolute() if args.cache_dir else None)
     if work_root:
         plan.work_root = work_root
     width = max(len(v.name) for v in variants)

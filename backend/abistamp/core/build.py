@@ -139,6 +139,7 @@ class Build:
     def requires(self, hook: str) -> list[str]:
         wrapped = getattr(self.backend, hook, None)
         if hook == "get_requires_for_build_sdist":
+            self.hold_back_for_sdist()
             return list(wrapped(self.config)) if wrapped else []
         extra = []
         if self.settings.torch:
@@ -276,10 +277,24 @@ class Build:
     def sdist(self, sdist_directory: str) -> str:
         out_dir = Path(sdist_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.hold_back_for_sdist()
         with scratch_dir(out_dir) as tmp:
             name = self.backend.build_sdist(tmp, self.config)
             target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
         return target.name
+
+    def hold_back_for_sdist(self) -> None:
+        """Unset what the profile says an sdist hook must not see (restores_process puts it
+        back after the hook); an sdist compiles nothing."""
+        if self.profile is None:
+            return
+        names = self.profile.held_back_for_sdist(dict(os.environ))
+        if names:
+            log(f"{', '.join(names)} held back while the sdist is made (the {self.profile.name} "
+                "profile: they switch compiled ops on, and an sdist compiles nothing); the "
+                "wheel built from it sees them")
+            for name in names:
+                del os.environ[name]
 
     # --- decisions ---------------------------------------------------------------------------
 

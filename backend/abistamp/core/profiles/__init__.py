@@ -33,6 +33,10 @@ class Profile(Protocol):
     def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
         """Check the built wheel against the ABI; return what goes into the ABI record."""
 
+    def held_back_for_sdist(self, environ: dict[str, str]) -> list[str]:
+        """Environment variables to unset while the sdist hooks run: build switches that make
+        the project's build script demand a compiler setup an sdist never uses."""
+
 
 def all_profiles() -> list[Profile]:
     from .deepspeed import DeepSpeed

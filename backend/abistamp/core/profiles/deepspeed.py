@@ -86,6 +86,13 @@ class DeepSpeed:
 
         return undo
 
+    def held_back_for_sdist(self, environ: dict[str, str]) -> list[str]:
+        """`DS_BUILD_OPS` and `DS_BUILD_<OP>`: with one set, setup.py asserts torch ("Unable to
+        pre-compile cpu_adam, please first install torch") even for an sdist, which compiles
+        nothing. Held back there, they still reach the wheel built from the sdist, where they
+        belong. `DS_BUILD_STRING` stays: it names the sdist's version."""
+        return sorted(k for k in environ if k.startswith("DS_BUILD_") and k != "DS_BUILD_STRING")
+
     def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
         found = wheel_facts(wheel, abi, required=True)
         assert found is not None
