@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -23,6 +22,7 @@ from .conftest import (
     CACHE,
     EXAMPLES,
     Env,
+    cache_lock,
     clean_env,
     need,
     read_dist_file,
@@ -38,17 +38,20 @@ DS_VERSION = "0.19.8"
 
 @pytest.fixture(scope="session")
 def ds_sdist() -> Path:
-    folder = CACHE / "deepspeed-sdist"
-    found = list(folder.glob(f"deepspeed-{DS_VERSION}.tar.gz"))
-    if not found:
-        folder.mkdir(parents=True, exist_ok=True)
-        result = run(["python3", "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                      "-d", folder, f"deepspeed=={DS_VERSION}"], check=False,
-                     env=dict(os.environ))
-        need(result.returncode == 0, f"could not download deepspeed {DS_VERSION}: "
-             f"{result.stderr[-300:]}")
-        found = list(folder.glob(f"deepspeed-{DS_VERSION}.tar.gz"))
-    return found[0]
+    """DeepSpeed's sdist from the registry, fetched the way `abistamp build deepspeed==...`
+    fetches it (cli/fetch.py: found through the simple API, no setup.py run), kept in the
+    test cache between runs."""
+    from abistamp.cli.fetch import fetch_config, fetch_sdist
+    from abistamp.core.errors import AbistampError
+
+    with cache_lock("sdists"):
+        try:
+            got = fetch_sdist(f"deepspeed=={DS_VERSION}", fetch_config(None, [], []),
+                              CACHE / "sdists", lambda _: None)
+        except AbistampError as e:
+            need(False, f"could not fetch deepspeed {DS_VERSION}: {e.one_line()}")
+            raise
+    return got.path
 
 
 def make_checkout(sdist: Path, dest: Path) -> Path:

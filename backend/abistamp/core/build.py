@@ -475,6 +475,7 @@ def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]
         if cuda_sources:
             facts["compiled_cuda"] = True
             check_cuda_toolchain(abi, toolkit, cuda_sources[0])
+        _parallel_extensions(self, bool(cuda_sources))
         original(self)
 
     build_ext.run = run
@@ -483,6 +484,22 @@ def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]
         build_ext.run = original
 
     return undo
+
+
+def _parallel_extensions(cmd: Any, cuda: bool) -> None:
+    """Compile several extensions at once (setuptools' `build_ext --parallel`), MAX_JOBS of them,
+    where nothing else parallelises the build: torch's BuildExtension without ninja (projects
+    that pass `use_ninja=False`, as PyG's do) compiles one file at a time. Not with ninja (each
+    extension's ninja already runs MAX_JOBS jobs), not when CUDA sources are compiled (torch
+    swaps the compiler executable around each .cu file, shared between threads), not when the
+    user or project chose a value."""
+    jobs = os.environ.get("MAX_JOBS", "")
+    if (cmd.parallel or cuda or getattr(cmd, "use_ninja", False) or not jobs.isdigit()
+            or int(jobs) < 2 or len(cmd.extensions or []) < 2):
+        return
+    cmd.parallel = int(jobs)
+    log(f"{len(cmd.extensions)} extensions, no ninja: compiling {jobs} at once "
+        "(setuptools' build_ext --parallel, from MAX_JOBS)")
 
 
 def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
