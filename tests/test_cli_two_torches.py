@@ -112,3 +112,13 @@ def test_check_finds_an_editable_install_gone_stale_after_a_torch_switch(
     assert "abistamp-probe: built for torch 2.13.0+cpu, installed torch is 2.14.1" in \
         result.stdout
     assert "fix: rebuild abistamp-probe in place against the installed torch" in result.stdout
+
+
+def test_inspect_says_a_cuda_torch_wheel_came_out_cpu_only(two_abis: Path) -> None:
+    """tiny-ext compiles its CUDA kernel only with TINY_EXT_CUDA=1, as PyG's projects do only
+    with a GPU visible or FORCE_CUDA=1: built against the CUDA torch without it, the wheel has
+    no CUDA code, and `inspect` says so (the record knows no CUDA source was compiled)."""
+    note = "CPU-only: torch is a CUDA build but no CUDA sources were compiled"
+    cuda = cli("inspect", two_abis / "pt214cu130" / CUDA).stdout
+    assert "compiled CUDA: False" in cuda and f"  notes         {note}" in cuda, cuda
+    assert note not in cli("inspect", two_abis / "pt213cpu" / CPU).stdout

@@ -475,6 +475,11 @@ def render_wheel(d: dict[str, Any]) -> str:
             extras.append("editable")
         if r.get("stamped_after_build"):
             extras.append("stamped after the build")
+        if (r.get("cuda") or r.get("hip")) and r.get("compiled_cuda") is False:
+            # PyG's setup.py files compile CUDA only with a GPU visible or FORCE_CUDA=1.
+            extras.append("CPU-only: torch is a CUDA build but no CUDA sources were compiled "
+                          "(on a GPU-less builder, projects like torch-scatter need "
+                          "FORCE_CUDA=1)")
         if extras:
             row("notes", ", ".join(extras))
         profile = r.get("profile")
