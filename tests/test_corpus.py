@@ -33,15 +33,15 @@ pytestmark = pytest.mark.slow
 CORPUS = {
     "torch-scatter==2.1.2": (
         "torch_scatter", "69b3aa435f2424ac6a1bfb6ff702da6eb73b33ca0db38fb26989c74159258e47",
-        "src = torch.tensor([1.0, 2.0, 3.0, 4.0]); index = torch.tensor([0, 1, 0, 1])\n"
+        ("src = torch.tensor([1.0, 2.0, 3.0, 4.0]); index = torch.tensor([0, 1, 0, 1])\n"
         "out, arg = torch_scatter.scatter_max(src, index)\n"
         "csr = torch_scatter.segment_csr(src, torch.tensor([0, 2, 4]), reduce='sum')\n"
-        "result = [out.tolist(), arg.tolist(), csr.tolist()]",
+        "result = [out.tolist(), arg.tolist(), csr.tolist()]"),
         [[3.0, 4.0], [2, 3], [3.0, 7.0]]),
     "torch-cluster==1.6.3": (
         "torch_cluster", "78d5a930a5bbd0d8788df8c6d66addd68d6dd292fe3edb401e3dacba26308152",
-        "pos = torch.tensor([[0.0, 0.0], [11.0, 9.0], [2.0, 8.0], [2.0, 2.0], [8.0, 3.0]])\n"
-        "result = torch_cluster.grid_cluster(pos, torch.tensor([5.0, 5.0])).tolist()",
+        ("pos = torch.tensor([[0.0, 0.0], [11.0, 9.0], [2.0, 8.0], [2.0, 2.0], [8.0, 3.0]])\n"
+        "result = torch_cluster.grid_cluster(pos, torch.tensor([5.0, 5.0])).tolist()"),
         [0, 5, 3, 0, 1]),
 }
 

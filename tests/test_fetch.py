@@ -250,3 +250,22 @@ def test_fetch_and_build_run_no_project_code_without_torch(server: IndexServer, 
     text = Path(log).read_text()
     assert "looking for the sdist of marker-probe==2.0" in text
     assert f"{server.url}/json/simple/marker-probe/ [index; `--index-url`]: versions 1.0" in text
+
+
+def test_a_file_the_index_lists_but_cannot_serve(server: IndexServer, tmp_path: Path) -> None:
+    server.publish("torch-scatter", [Dist("torch_scatter-2.1.2.tar.gz", SCATTER)])
+    (server.root / "files" / "torch_scatter-2.1.2.tar.gz").unlink()
+    with pytest.raises(AbistampError) as e:
+        fetch("torch-scatter==2.1.2", tmp_path / "cache", index=f"{server.url}/html/simple")
+    assert e.value.problem.startswith(
+        f"could not download {server.url}/files/torch_scatter-2.1.2.tar.gz: ")
+    assert "404" in e.value.problem, e.value.problem
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_an_unreadable_pip_configuration_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "pip.conf"
+    conf.write_text("index-url = https://no.section/simple\n")
+    with pytest.raises(AbistampError) as e:
+        read_pip_config({"PIP_CONFIG_FILE": str(conf), "HOME": "/nonexistent"})
+    assert e.value.problem.startswith(f"pip's configuration file `{conf}` cannot be read: ")
