@@ -269,3 +269,13 @@ def test_an_unreadable_pip_configuration_is_named(tmp_path: Path) -> None:
     with pytest.raises(AbistampError) as e:
         read_pip_config({"PIP_CONFIG_FILE": str(conf), "HOME": "/nonexistent"})
     assert e.value.problem.startswith(f"pip's configuration file `{conf}` cannot be read: ")
+
+
+def test_a_yanked_file_without_a_reason(server: IndexServer, tmp_path: Path) -> None:
+    """PEP 691 says `"yanked": true` when no reason is given."""
+    server.publish("torch-scatter", [Dist("torch_scatter-2.1.2.tar.gz", SCATTER, yanked="")])
+    said: list[str] = []
+    got = fetch("torch-scatter==2.1.2", tmp_path / "cache", index=f"{server.url}/json/simple",
+                said=said)
+    assert got.yanked == ""
+    assert any("is yanked (no reason given)" in line for line in said), said

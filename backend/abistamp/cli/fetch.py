@@ -350,6 +350,9 @@ def find_sdist(requirement: str, config: FetchConfig, session: PyPIClient, say: 
         f"`{canonicalize_name(name)}`); running none of its code")
     for note in config.notes:
         say(f"  {note}")
+    if not config.places:
+        raise AbistampError(f"no index or find-links location to fetch `{requirement}` from",
+                            "unset `no-index`, or pass `--index-url` / `--find-links`")
     results: list[Looked] = []
     for place in config.places:
         looked = look(session, place, name)
@@ -365,9 +368,6 @@ def find_sdist(requirement: str, config: FetchConfig, session: PyPIClient, say: 
               and p.link.filename.lower().endswith(SDIST_ARCHIVES)]
     searched = "; ".join(f"{page_url(r.place, name)} "
                          f"({r.problem or _versions(r.packages)})" for r in results)
-    if not config.places:
-        raise AbistampError(f"no index or find-links location to fetch `{requirement}` from",
-                            "unset `no-index`, or pass `--index-url` / `--find-links`")
     if not sdists:
         if matching:
             wheels = sorted({p.link.filename for _, p in matching})
@@ -389,7 +389,7 @@ def find_sdist(requirement: str, config: FetchConfig, session: PyPIClient, say: 
     sdists.sort(key=lambda item: (item[1].link.is_yanked,
                                   not item[1].link.filename.endswith(".tar.gz")))
     place, package = sdists[0]
-    for other_place, other in sdists[1:]:
+    for _, other in sdists[1:]:
         say(f"  also found, not used: {redact(other.link.url_without_fragment)}")
     return place, package
 
@@ -429,7 +429,9 @@ def fetch_sdist(requirement: str, config: FetchConfig, cache_dir: Path, say: Say
         place, package = find_sdist(requirement, config, session, say)
         link = package.link
         url = redact(link.url_without_fragment)
-        yanked = link.yank_reason
+        # PEP 691 allows `"yanked": true` (no reason), PEP 503 an empty data-yanked.
+        raw_yank: object = link.yank_reason
+        yanked = None if raw_yank is None else raw_yank if isinstance(raw_yank, str) else ""
         if yanked is not None:
             say(f"WARNING: `{link.filename}` is yanked ({yanked or 'no reason given'}); used "
                 f"because `{requirement}` pins it exactly (PEP 592)")
