@@ -9,16 +9,20 @@ GPU is asked about (`nvidia-smi`) only when a record says CUDA code was compiled
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from abistamp.core.abi import TorchABI, read_module_constants
 from abistamp.core.stamp import RECORD_NAME
+
+from .common import EXIT_MISMATCH, EXIT_OK
 
 DS_INFO = Path("deepspeed") / "git_version_info_installed.py"
 
@@ -343,3 +347,30 @@ def render_table(report: Report) -> str:
     lines.append(f"{mismatches} mismatch(es) in {len(report.findings)} checked" if mismatches
                  else f"all {len(report.findings)} match the installed torch")
     return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("For every installed distribution with an abistamp record (editable "
+    "installs included) and for DeepSpeed's torch_info, compare with the installed torch; "
+    "also CPU flags and, with a GPU, CUDA archs. Reads files only: no import of torch. "
+    "Exit code 1 on any mismatch.")
+EPILOG = ("examples:\n  abistamp check                 # $VIRTUAL_ENV, ./.venv, or this "
+    "python\n  abistamp check --python .venv --json\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--python", metavar="PATH", help="the environment's python or folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import default_python, resolve_python
+
+    python = resolve_python(args.python) if args.python else default_python()
+    report = check_environment(python)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_table(report))
+    return EXIT_OK if report.ok else EXIT_MISMATCH

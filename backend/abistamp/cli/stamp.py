@@ -8,6 +8,7 @@ holds this wheel's metadata), and the pin is added (the stamped wheel is a new a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from abistamp.core.labels import torch_pin
 from abistamp.core.plan import make_stamp
 from abistamp.core.settings import ConfigSettings, Settings
 from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+
+from .common import EXIT_OK, parse_config
 
 
 def abi_from_wheel(wheel: Path) -> TorchABI:
@@ -67,3 +70,44 @@ def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
         stamp = plan_stamp(wheel, abi, settings)
         results.append(stamp_wheel(wheel, out_dir or wheel.parent, stamp))
     return results
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Stamp wheels built without abistamp (plain setuptools, downloaded) with "
+    "the ABI of an environment's torch, by the backend's rules and code.")
+EPILOG = ("examples:\n"
+    "  abistamp stamp dist/*.whl --python .venv\n"
+    "  abistamp stamp other.whl --abi-from wheelhouse/pt213cpu/tiny_ext-*.whl -o out/\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheels", nargs="+", metavar="WHEEL")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--python", metavar="PATH",
+                     help="the environment whose torch the wheels were built against "
+                     "(its python is run once to read torch's C++ ABI)")
+    src.add_argument("--abi-from", metavar="WHEEL",
+                     help="take the ABI from the record of a wheel abistamp stamped")
+    p.add_argument("-o", "--out-dir", metavar="DIR", help="default: beside each wheel")
+    p.add_argument("-C", "--config-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="abistamp settings (label, pin, build-number, local-version...)")
+    p.add_argument("--project", metavar="DIR",
+                   help="read [tool.abistamp] from this project's pyproject.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import detect_in, resolve_python
+
+    wheels = [Path(w) for w in args.wheels]
+    for w in wheels:
+        if not w.is_file():
+            raise AbistampError(f"`{w}` does not exist", "check the path")
+    abi = abi_from_wheel(Path(args.abi_from)) if args.abi_from else \
+        detect_in(resolve_python(args.python))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    project = Path(args.project) if args.project else None
+    results = stamp_files(wheels, abi, out_dir, parse_config(args.config_setting), project)
+    for src, dest in zip(wheels, results):
+        print(f"{src.name} -> {dest}")
+    return EXIT_OK
