@@ -144,7 +144,7 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
                 f"cache wheels by filename, so one index must not offer both; nothing was "
                 f"written to `{out.root}`",
                 "bump the build number: rebuild that cell with `abistamp build ... "
-                "-C abistamp.core.build-number=2` (or leave one of the two wheelhouses out)")
+                "-C abistamp.build-number=2` (or leave one of the two wheelhouses out)")
         raise AbistampError(
             f"`{first.path}` and `{second.path}` are one wheel in two ABI folders{more}; "
             f"nothing was written to `{out.root}`",
