@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from abistamp.core.abi import TorchABI, read_module_constants
-from abistamp.core.stamp import RECORD_NAME
+from abistamp.core.errors import AbistampError
+from abistamp.core.record import RECORD_NAME, abi_fields, from_json, to_abi
 
 from .common import EXIT_MISMATCH, EXIT_OK
 
@@ -59,7 +60,7 @@ class Report:
         return {
             "python": self.python,
             "site_packages": self.site_packages,
-            "torch": self.torch.as_record() if self.torch else None,
+            "torch": abi_fields(self.torch) if self.torch else None,
             "machine": platform.machine(),
             "ok": self.ok,
             "results": [f.as_json() for f in self.findings],
@@ -85,9 +86,12 @@ def check_environment(python: Path) -> Report:
             if not record_file.is_file():
                 continue
             try:
-                record = json.loads(record_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+                record = from_json(record_file.read_bytes(), f"`{record_file}`")
+            except OSError as e:
                 findings.append(_unreadable(dist_info, str(e)))
+                continue
+            except AbistampError as e:
+                findings.append(_unreadable(dist_info, e.problem))
                 continue
             name, version = _dist_name_version(dist_info)
             editable = bool(record.get("editable")) or _is_editable(dist_info)
@@ -120,7 +124,7 @@ def record_problems(record: dict[str, Any], torch: TorchABI | None) -> list[str]
     if torch is None:
         return [f"built for torch {record.get('torch')}, but torch is not installed"]
     try:
-        built = TorchABI.from_record(record)
+        built = to_abi(record)
         if (built.major, built.minor) != (torch.major, torch.minor):
             return [f"built for torch {built.torch_version}, installed torch is "
                     + torch.torch_version]

@@ -472,12 +472,12 @@ def _restamp(repaired: Path, out: Path, record: dict[str, Any] | None,
     """The ABI record again, with the new platform tag and what the repair did."""
     if not record:
         return repaired
-    from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+    from abistamp.core.record import restamp
+    from abistamp.core.stamp import read_wheel, stamp_wheel
 
     info = read_wheel(repaired)
-    stamp = Stamp(version=str(record.get("version") or info.version), build_tag=info.build_tag,
-                  requires=tuple(record.get("requires") or ()),
-                  record={**record, "repair": facts})
+    stamp = restamp(record, version=str(record.get("version") or info.version),
+                    build_tag=info.build_tag, repair=facts)
     return stamp_wheel(repaired, out, stamp)
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
 from abistamp.core.labels import torch_pin
-from abistamp.core.plan import make_stamp
+from abistamp.core.record import Stamp, to_abi
 from abistamp.core.settings import ConfigSettings, Settings
-from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+from abistamp.core.stamp import make_stamp, read_wheel, stamp_wheel
 
 from .common import EXIT_OK, parse_config
 
@@ -28,7 +28,7 @@ def abi_from_wheel(wheel: Path) -> TorchABI:
     if not record or not record.get("torch"):
         raise AbistampError(f"`{wheel.name}` (given to `--abi-from`) carries no abistamp record",
                             "pass a wheel that abistamp stamped, or use `--python ENV`")
-    return TorchABI.from_record(record)
+    return to_abi(record)
 
 
 def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:

@@ -78,29 +78,6 @@ class TorchABI:
             return "cu" + self.cuda.replace(".", "")
         return "cpu"
 
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "torch": self.torch_version,
-            "torch_major_minor": f"{self.major}.{self.minor}",
-            "accelerator": self.accelerator,
-            "cuda": self.cuda,
-            "hip": self.hip,
-            "cxx11abi": self.cxx11abi,
-            "cuda_arch_list": self.cuda_arch_list,
-            "nvcc": self.nvcc,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> TorchABI:
-        return cls(
-            torch_version=record["torch"],
-            cuda=record.get("cuda"),
-            hip=record.get("hip"),
-            cxx11abi=record.get("cxx11abi"),
-            cuda_arch_list=record.get("cuda_arch_list"),
-            nvcc=record.get("nvcc"),
-        )
-
     def same_abi(self, other: TorchABI) -> bool:
         """Whether code compiled against one loads against the other: same torch build."""
         return (self.torch_version, self.accelerator) == (other.torch_version, other.accelerator)

@@ -22,10 +22,10 @@ from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_prob
 from .atomic import owner, owner_gone, write_atomic
 from .errors import AbistampError
 from .labels import check_expected, torch_pin
-from .plan import label_for, make_stamp
 from .profiles import Profile, select_profile
+from .record import RECORD_NAME, Stamp
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
-from .stamp import RECORD_NAME, Stamp, metadata_fields, stamp_wheel
+from .stamp import label_for, make_stamp, metadata_fields, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")

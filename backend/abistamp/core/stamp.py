@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import re
 import struct
@@ -26,26 +25,26 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import Version
 
-from .. import RECORD_SCHEMA, __version__
 from .atomic import replacing
 from .errors import AbistampError
+from .labels import build_tag, render_label, stamped_version
+from .record import (
+    RECORD_NAME,
+    Record,
+    Stamp,
+    build_fields,
+    from_json,
+    to_json,
+    wheel_fields,
+)
 
-RECORD_NAME = "abistamp.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Stamp:
-    """What to change in a wheel."""
-
-    version: str | None  # the new version, or None for the version before any stamp
-    build_tag: str | None  # the build tag the stamped wheel has, or None for none
-    requires: tuple[str, ...]  # Requires-Dist lines to add (the torch pin)
-    record: dict[str, Any]  # the ABI record; wheel tags and names are filled in here
+if TYPE_CHECKING:
+    from .abi import TorchABI
+    from .settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +60,7 @@ class WheelInfo:
     metadata: bytes
     wheel: bytes
     record: bytes
-    abi_record: dict[str, Any] | None
+    abi_record: Record | None
 
 
 def read_wheel(path: Path) -> WheelInfo:
@@ -90,7 +89,8 @@ def read_wheel(path: Path) -> WheelInfo:
             metadata, wheel, record = member("METADATA"), member("WHEEL"), member("RECORD")
             abi_record = None
             if f"{dist_info}/{RECORD_NAME}" in names:
-                abi_record = json.loads(member(RECORD_NAME))
+                abi_record = from_json(member(RECORD_NAME),
+                                       f"`{path.name}`'s `{dist_info}/{RECORD_NAME}`")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise AbistampError(f"`{path}` does not exist", "check the path") from None
@@ -138,24 +138,13 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
     new_dist_info = f"{dist_name}-{version}.dist-info"
     old_data, new_data = info.dist_info[:-len("dist-info")] + "data", f"{dist_name}-{version}.data"
 
-    record = dict(stamp.record)
-    tag_py, tag_abi, tag_plat = info.tags.split("-")
-    record.update({
-        "schema": RECORD_SCHEMA,
-        "abistamp": __version__,
-        "name": dist_name,
-        "version": version,
-        "original_version": base_version,
-        "build_tag": stamp.build_tag,
-        "python_tag": tag_py,
-        "abi_tag": tag_abi,
-        "platform_tag": tag_plat,
-        "requires": list(stamp.requires),
-    })
+    record = {**stamp.record, **wheel_fields(
+        name=dist_name, version=version, original_version=base_version,
+        build_tag=stamp.build_tag, tags=info.tags, requires=stamp.requires)}
     drop_requires = tuple(previous.get("requires", ()))
     metadata = edit_metadata(info.metadata, version, stamp.requires, drop_requires)
     wheel = edit_wheel_file(info.wheel, stamp.build_tag)
-    abi_json = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    abi_json = to_json(record, f"the ABI record for `{src.name}`")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / wheel_filename(info.name, version, stamp.build_tag, info.tags)
@@ -203,6 +192,38 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
             out.add_bytes(record_name, buf.getvalue().encode(), when)
             out.finish()
     return target
+
+
+def label_for(settings: Settings, abi: TorchABI) -> str:
+    return render_label(settings.label, abi, settings.origin("label"))
+
+
+def make_stamp(settings: Settings, abi: TorchABI, wheel: Path, *, apply_label: bool,
+               reason: str, pin: str | None, build_facts: dict[str, Any]) -> Stamp:
+    """What to stamp into one wheel, for the backend and for `abistamp stamp` alike.
+
+    The callers decide the two things that depend on how the wheel came about (whether the
+    local label may go into the version, and whether a pin may be added); everything else
+    (label, build tag, record fields) is decided here, so the two paths can't drift apart.
+    build_facts holds what only a build knows (ninja, CUDA, ...).
+    """
+    label = label_for(settings, abi)
+    info = read_wheel(wheel)
+    base = (info.abi_record or {}).get("original_version", info.version)
+    record = build_fields(abi, label=label, apply_label=apply_label, reason=reason, pin=pin,
+                          facts=build_facts)
+    if settings.build_tag:
+        tag: str | None = build_tag(settings.build_number, label, settings.origin("label"))
+    else:
+        # Off means abistamp adds none; a tag the wrapped backend gave the wheel is its own.
+        ours = (info.abi_record or {}).get("build_tag")
+        tag = info.build_tag if info.build_tag != ours else None
+    return Stamp(
+        version=stamped_version(base, label) if apply_label else None,
+        build_tag=tag,
+        requires=(pin,) if pin else (),
+        record=record,
+    )
 
 
 def metadata_fields(data: bytes, name: str) -> list[str]:
@@ -430,7 +451,3 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
             raise AbistampError("the wheel ends inside a member",
                                 "the wheel is truncated; build or download it again")
         done += n
-
-
-def labelled(version: str) -> bool:
-    return Version(version).local is not None
