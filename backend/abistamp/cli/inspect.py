@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from abistamp.core.profiles import all_profiles, by_name
+
 from .common import EXIT_OK
 
 
@@ -24,17 +26,10 @@ def describe_wheel(path: Path) -> dict[str, Any]:
         "record": info.abi_record,
     }
     if not info.abi_record or not info.abi_record.get("profile"):
-        import zipfile
-
-        from abistamp.core.profiles.deepspeed import INFO_MODULE, read_info
-
-        with zipfile.ZipFile(path) as zf:
-            if INFO_MODULE in zf.namelist():
-                ds = read_info(zf.read(INFO_MODULE).decode("utf-8"))
-                data["deepspeed"] = {"torch_info": ds.get("torch_info"),
-                                     "installed_ops": sorted(k for k, v in
-                                                             (ds.get("installed_ops") or {})
-                                                             .items() if v)}
+        for profile in all_profiles():
+            own = profile.own_record(path)
+            if own is not None:
+                data[profile.name] = own
     return data
 
 
@@ -72,10 +67,10 @@ def render_wheel(d: dict[str, Any]) -> str:
             row("notes", ", ".join(extras))
         profile = r.get("profile")
         if profile:
-            ti = profile.get("torch_info") or {}
-            ops = ", ".join(profile.get("installed_ops") or []) or "none"
-            row("profile", f"{profile.get('name')}: ops {ops}; "
-                f"torch_info {ti.get('version')} cuda {ti.get('cuda_version')}")
+            known = by_name(profile.get("name"))
+            row("profile", f"{profile.get('name')}: " + (
+                known.describe(profile, own=False) if known else
+                "recorded " + ", ".join(sorted(profile))))
             cpu = profile.get("cpu")
             if cpu:
                 row("cpu", f"{cpu.get('machine')} -march={cpu.get('march')} "
@@ -86,10 +81,9 @@ def render_wheel(d: dict[str, Any]) -> str:
                 f"{', '.join(rep.get('left_to_torch') or []) or 'none'}; grafted: "
                 f"{', '.join(rep.get('grafted') or []) or 'none'}")
         row("stamped by", f"abistamp {r.get('abistamp')} (record schema {r.get('schema')})")
-    if d.get("deepspeed"):
-        ti = d["deepspeed"]["torch_info"] or {}
-        row("deepspeed", f"torch_info {ti.get('version')} cuda {ti.get('cuda_version')}; ops "
-            f"{', '.join(d['deepspeed']['installed_ops']) or 'none'}")
+    for p in all_profiles():
+        if d.get(p.name):
+            row(p.name, p.describe(d[p.name], own=True))
     return "\n".join(lines)
 
 

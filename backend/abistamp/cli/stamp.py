@@ -16,6 +16,7 @@ from typing import Any
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
 from abistamp.core.labels import torch_pin
+from abistamp.core.profiles import all_profiles
 from abistamp.core.record import Stamp, to_abi
 from abistamp.core.settings import ConfigSettings, Settings
 from abistamp.core.stamp import make_stamp, read_wheel, stamp_wheel
@@ -39,27 +40,12 @@ def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
               else "stamping a finished wheel: no frontend holds its metadata")
     pin_req = torch_pin(abi, settings.pin)
     facts: dict[str, Any] = {"stamped_after_build": True}
-    profile = deepspeed_profile(wheel, abi)
+    profile = next((found for p in all_profiles()
+                    if (found := p.finished_wheel(wheel, abi)) is not None), None)
     if profile is not None:
         facts["profile"] = profile
     return make_stamp(settings, abi, wheel, apply_label=mode != "never", reason=reason,
                       pin=str(pin_req) if pin_req else None, build_facts=facts)
-
-
-def deepspeed_profile(wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
-    """For a DeepSpeed wheel: check its torch_info against the ABI, as the backend does."""
-    from abistamp.core.profiles.deepspeed import CPU_OPS, wheel_facts
-
-    facts = wheel_facts(wheel, abi, required=False)
-    if facts is None:
-        return None
-    return {
-        **facts,
-        # What -march its CPU ops were compiled with is not in the wheel: unknown.
-        "cpu": None,
-        "cpu_ops_unknown_flags": [op for op in facts["installed_ops"] if op in CPU_OPS] or None,
-        "environ": {},
-    }
 
 
 def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,

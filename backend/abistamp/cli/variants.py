@@ -20,12 +20,13 @@ from .wheelhouse import Wheelhouse
 if TYPE_CHECKING:
     from .sources import Source
 
-#: Environment variables that change what a build produces: recorded, and part of the key.
-BUILD_ENV_PREFIXES = ("ABISTAMP_", "DS_BUILD_", "DS_ACCELERATOR", "DS_ENABLE_NINJA")
+#: Environment variables that change what a build produces: recorded, and part of the key;
+#: each profile adds its project's (`Profile.build_environ`).
+BUILD_ENV_PREFIXES = ("ABISTAMP_",)
 BUILD_ENV_NAMES = frozenset({
     "TORCH_CUDA_ARCH_LIST", "CUDA_HOME", "CUDA_PATH", "ROCM_HOME", "CC", "CXX", "CFLAGS",
     "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS",
-    "SOURCE_DATE_EPOCH", "DS_BUILD_STRING",
+    "SOURCE_DATE_EPOCH",
 })
 
 
@@ -84,8 +85,12 @@ class Plan:
 
 def recorded_environ(explicit: dict[str, str]) -> dict[str, str]:
     """The build environment variables that go into the key: ours by name, and --env."""
+    from abistamp.core.profiles import all_profiles
+
+    prefixes = BUILD_ENV_PREFIXES + tuple(p for profile in all_profiles()
+                                          for p in profile.build_environ)
     found = {k: v for k, v in os.environ.items()
-             if k.startswith(BUILD_ENV_PREFIXES) or k in BUILD_ENV_NAMES}
+             if k.startswith(prefixes) or k in BUILD_ENV_NAMES}
     return dict(sorted({**found, **explicit}.items()))
 
 

@@ -7,7 +7,6 @@ files without importing torch (fast enough for ``abistamp check``).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AbistampError
+from .literals import read_module_constants
 
 TORCH_MISSING_FIX = (
     "torch must be importable where the extension is compiled. Under build isolation the "
@@ -143,29 +143,6 @@ def read_installed(site_dirs: list[Path]) -> TorchABI | None:
             hip=_str_or_none(values.get("hip")),
         )
     return None
-
-
-def read_module_constants(path: Path) -> dict[str, Any]:
-    """Top-level `NAME = <literal>` assignments of a Python file, read without running it."""
-    values: dict[str, Any] = {}
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return values
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        value: ast.expr | None = None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        for target in targets:
-            if isinstance(target, ast.Name) and value is not None:
-                try:
-                    values[target.id] = ast.literal_eval(value)
-                except (ValueError, TypeError, SyntaxError):
-                    pass
-    return values
 
 
 def _metadata_version(path: Path) -> str | None:
