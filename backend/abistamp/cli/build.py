@@ -22,7 +22,6 @@ once; subprocesses run in their own process group and die with the run on Ctrl-C
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -35,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
@@ -44,7 +43,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from abistamp import __version__
+from abistamp.core.atomic import file_lock
 from abistamp.core.errors import AbistampError
+from abistamp.core.process import cpu_count
 
 from .common import (
     EXIT_INTERRUPTED,
@@ -150,7 +151,7 @@ class Matrix:
     def _build_all(self, todo: list[Variant]) -> dict[Variant, Outcome]:
         results: dict[Variant, Outcome] = {}
         jobs = max(1, min(self.plan.jobs, len(todo)))
-        self.max_jobs = str(max(1, _cpu_count() // jobs))
+        self.max_jobs = str(max(1, cpu_count() // jobs))
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="abistamp-build")
         futures = {pool.submit(self._build_one, v): v for v in todo}
         restore = _sigterm_as_interrupt()
@@ -186,7 +187,7 @@ class Matrix:
         log_path = logs / f"{short}.log"
         work = plan.work_root / short
         try:
-            with _key_lock(plan.work_root / f"{short}.lock",
+            with file_lock(plan.work_root / f"{short}.lock",
                            lambda: self.say(variant, "waiting: another run is building this "
                                                      "variant")):
                 hit = None if plan.rebuild else plan.wheelhouse.lookup(key)
@@ -452,29 +453,6 @@ def _last_line(log: IO[str]) -> str:
 
 
 _COMPILER_ERROR = re.compile(r":\d+:(\d+:)? (fatal )?error:")
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _key_lock(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

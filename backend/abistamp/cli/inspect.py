@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from abistamp.core.profiles import all_profiles, by_name
 
 from .common import EXIT_OK
@@ -18,8 +21,7 @@ def describe_wheel(path: Path) -> dict[str, Any]:
 
     info = read_wheel(path)
     requires = metadata_fields(info.metadata, "Requires-Dist")
-    torch_requires = [r for r in requires if r.split(";")[0].strip().lower().startswith("torch")
-                      and r[5:6] in ("", " ", "=", "<", ">", "!", "~", "[", "(", ";")]
+    torch_requires = [r for r in requires if _names_torch(r)]
     data: dict[str, Any] = {
         "wheel": path.name, "path": str(path), "name": info.name, "version": info.version,
         "build_tag": info.build_tag, "tags": info.tags, "torch_requires": torch_requires,
@@ -31,6 +33,13 @@ def describe_wheel(path: Path) -> dict[str, Any]:
             if own is not None:
                 data[profile.name] = own
     return data
+
+
+def _names_torch(text: str) -> bool:
+    try:
+        return canonicalize_name(Requirement(text).name) == "torch"
+    except InvalidRequirement:
+        return False
 
 
 def render_wheel(d: dict[str, Any]) -> str:

@@ -39,7 +39,6 @@ import logging
 import os
 import shutil
 import sysconfig
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -48,6 +47,7 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
+from abistamp.core.atomic import owned_scratch
 from abistamp.core.errors import AbistampError
 
 from .common import EXIT_OK
@@ -225,11 +225,6 @@ def check_policy(plat: str, arch: str, option: str = "--plat") -> str:
                         f"(`auditwheel repair --help` lists them){hint}")
 
 
-def policy_names(arch: str) -> list[str]:
-    policies = _policies(arch)
-    return [p.name for p in policies if p != policies.linux]
-
-
 # --- repairing ----------------------------------------------------------------------------------
 
 
@@ -290,7 +285,7 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with _scratch(out_dir) as scratch, _quiet_auditwheel(), \
+        with owned_scratch(out_dir, "repair-") as scratch, _quiet_auditwheel(), \
                 _environ(SOURCE_DATE_EPOCH=source_date_epoch):
             analysis = _analyze(aw, wheel, arch, plat, frozenset(torch_owned))
             policy, abis = _choose(aw, wheel, plat, analysis)
@@ -536,22 +531,9 @@ def _place(final: Path, target: Path) -> str:
                         "another folder")
 
 
-@contextlib.contextmanager
-def _scratch(out_dir: Path) -> Iterator[Path]:
-    """A private folder in out_dir (same filesystem: the final move is a rename)."""
-    from abistamp.core.atomic import owner, owner_gone
-
-    for stale in out_dir.glob(".abistamp-repair-*"):
-        if owner_gone(stale.name.split("-")[2], stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-repair-{owner()}-",
-                                     dir=out_dir) as tmp:
-        yield Path(tmp)
-
-
 def _environ(**changes: str | None) -> contextlib.AbstractContextManager[None]:
     """The variables given a value, set for the block; None leaves a variable as it is."""
-    from abistamp.core.build import patched_environ
+    from abistamp.core.process import patched_environ
 
     return patched_environ({k: v for k, v in changes.items() if v is not None})
 

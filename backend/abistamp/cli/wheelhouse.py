@@ -95,15 +95,11 @@ class Wheelhouse:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        import fcntl
+        from abistamp.core.atomic import file_lock
 
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.root / LOCK_NAME):
             yield
-        finally:
-            os.close(fd)  # closing drops the lock, also when this process is killed
 
     def publish(self, built: Path, entry: dict[str, Any], *, replace: bool,
                 scratch: Path) -> tuple[dict[str, Any], str]:

@@ -12,16 +12,16 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
-from .atomic import owner, owner_gone, write_atomic
+from .atomic import owned_scratch, write_atomic
 from .errors import AbistampError
 from .labels import check_expected, torch_pin
+from .process import cpu_count, patched_environ, restored_environ
 from .profiles import Profile, select_profile
 from .record import RECORD_NAME, Stamp
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
@@ -104,15 +104,11 @@ def restores_process(method: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        environ, path = dict(os.environ), list(sys.path)
+        path = list(sys.path)
         try:
-            return method(*args, **kwargs)
+            with restored_environ():
+                return method(*args, **kwargs)
         finally:
-            for key in [k for k in os.environ if k not in environ]:
-                del os.environ[key]
-            for key, value in environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
             sys.path[:] = path
 
     return wrapper
@@ -195,7 +191,7 @@ class Build:
             else:
                 facts["ninja"] = False
         if "MAX_JOBS" not in os.environ:
-            jobs = s.jobs if s.jobs != "auto" else str(_cpu_count())
+            jobs = s.jobs if s.jobs != "auto" else str(cpu_count())
             changes["MAX_JOBS"] = jobs
             log(f"MAX_JOBS={jobs} (set by abistamp from `jobs`; set MAX_JOBS to override)")
         if s.compiler_cache:
@@ -253,7 +249,8 @@ class Build:
         abi = self.detect_abi()
         out_dir = Path(wheel_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with scratch_dir(out_dir) as tmp:
+        with owned_scratch(out_dir) as scratch:
+            tmp = str(scratch)
             with self.environment(abi) as facts:
                 try:
                     name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
@@ -276,7 +273,8 @@ class Build:
     def sdist(self, sdist_directory: str) -> str:
         out_dir = Path(sdist_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with scratch_dir(out_dir) as tmp:
+        with owned_scratch(out_dir) as scratch:
+            tmp = str(scratch)
             name = self.backend.build_sdist(tmp, self.config)
             target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
         return target.name
@@ -396,50 +394,10 @@ def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
-    """Set these variables for the block, then put back what was there (or nothing)."""
-    saved = {k: os.environ.get(k) for k in changes}
-    for k, v in changes.items():
-        if v == "" and k == "TORCH_NO_COMPILER_WRAPPER":
-            os.environ.pop(k, None)  # torch reads any value as "set"
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
-
-
-@contextlib.contextmanager
-def scratch_dir(out_dir: Path) -> Iterator[str]:
-    """A private folder inside the frontend's output folder, for the wrapped backend's output.
-
-    Named with our pid and host (atomic.owner), so that a later build can remove what a killed
-    one left behind.
-    """
-    for stale in out_dir.glob(".abistamp-*-tmp*"):
-        if owner_gone(stale.name.split("-")[1], stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-{owner()}-tmp", dir=out_dir) as tmp:
-        yield tmp
-
-
 def _with(abi: TorchABI, **changes: Any) -> TorchABI:
     import dataclasses
 
     return dataclasses.replace(abi, **changes)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]) -> Any:
