@@ -16,6 +16,7 @@ from typing import Any
 
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
+from abistamp.core.facts import BuildFacts
 from abistamp.core.literals import read_constants
 from abistamp.core.profiles import Installed, installed_file
 from abistamp.core.settings import Settings
@@ -31,14 +32,14 @@ class Probe:
         return (project / "probe" / "__init__.py").is_file() and (project / "version.txt").is_file()
 
     def environ(self, project: Path, settings: Settings, abi: TorchABI,
-                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+                current: dict[str, str], facts: BuildFacts) -> dict[str, str]:
         return {} if "PROBE_BUILD_STRING" in current else {"PROBE_BUILD_STRING": ".post7"}
 
-    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+    def prepare(self, project: Path, settings: Settings, facts: BuildFacts
                 ) -> Callable[[], None]:
         return lambda: None
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
+    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         found = self.finished_wheel(wheel, abi)
         if found is None:
             raise AbistampError(f"the probe wheel `{wheel.name}` has no `{BUILT}`",

@@ -21,6 +21,7 @@ from ..literals import read_module_constants
 
 if TYPE_CHECKING:
     from ..abi import TorchABI
+    from ..facts import BuildFacts
     from ..settings import Settings
 
 
@@ -50,14 +51,14 @@ class Profile(Protocol):
         """Whether this source tree is the profile's project."""
 
     def environ(self, project: Path, settings: Settings, abi: TorchABI,
-                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+                current: dict[str, str], facts: BuildFacts) -> dict[str, str]:
         """Environment variables to set for the build (never overriding the user's)."""
 
-    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+    def prepare(self, project: Path, settings: Settings, facts: BuildFacts
                 ) -> Callable[[], None]:
         """Work inside the build process just before the wrapped backend runs; returns undo."""
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
+    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         """Check the built wheel against the ABI; return what goes into the ABI record."""
 
     # --- outside any build (the command line) ---------------------------------------------

@@ -26,6 +26,7 @@ from . import Installed, installed_file
 
 if TYPE_CHECKING:
     from ..abi import TorchABI
+    from ..facts import BuildFacts
     from ..settings import Settings
 
 INFO_MODULE = "deepspeed/git_version_info_installed.py"
@@ -43,18 +44,18 @@ class DeepSpeed:
                 and (project / "deepspeed" / "__init__.py").is_file())
 
     def environ(self, project: Path, settings: Settings, abi: TorchABI,
-                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+                current: dict[str, str], facts: BuildFacts) -> dict[str, str]:
         env: dict[str, str] = {}
         if (abi.cuda or abi.hip) and "DS_ACCELERATOR" not in current:
             env["DS_ACCELERATOR"] = "cuda"
-        if facts.get("ninja") and "DS_ENABLE_NINJA" not in current:
+        if facts.ninja and "DS_ENABLE_NINJA" not in current:
             env["DS_ENABLE_NINJA"] = "1"
         build_string = sdist_build_string(project)
         if build_string and not current.get("DS_BUILD_STRING"):
             env["DS_BUILD_STRING"] = build_string
         return env
 
-    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+    def prepare(self, project: Path, settings: Settings, facts: BuildFacts
                 ) -> Callable[[], None]:
         """With `portable-cpu`, compile CPU ops for x86-64-v3 instead of this builder's CPU.
 
@@ -76,21 +77,21 @@ class DeepSpeed:
         saved = cls.cpu_arch, cls.simd_width
         cls.cpu_arch = lambda self: "-march=" + PORTABLE["march"]
         cls.simd_width = lambda self: "-D__" + PORTABLE["simd"] + "__"
-        facts["cpu"] = dict(PORTABLE)
+        facts.cpu = dict(PORTABLE)
 
         def undo() -> None:
             cls.cpu_arch, cls.simd_width = saved
 
         return undo
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
+    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         found = wheel_facts(wheel, abi, required=True)
         assert found is not None
         cpu_ops = [op for op in found["installed_ops"] if op in CPU_OPS]
         return {
             **found,
-            "cpu": (facts.get("cpu") or native_requirements()) if cpu_ops else None,
-            "environ": {k: v for k, v in facts.get("environ", {}).items()
+            "cpu": (facts.cpu or native_requirements()) if cpu_ops else None,
+            "environ": {k: v for k, v in facts.environ.items()
                         if k.startswith("DS_")},
         }
 
