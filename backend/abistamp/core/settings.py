@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,11 +192,10 @@ class Settings:
                 continue
             by_env = {f.env: f for f in FIELDS}
             if name not in by_env:
-                hint = difflib.get_close_matches(name, list(by_env), n=1)
                 raise AbistampError(
                     f"unknown environment variable `{name}`",
-                    f"did you mean `{hint[0]}`?" if hint else
-                    f"unset it; known ones are {', '.join(sorted(by_env))}",
+                    did_you_mean(name, by_env,
+                                 f"unset it; known ones are {', '.join(sorted(by_env))}"),
                 )
             field = by_env[name]
             values[field.attr] = _coerce(field, raw, f"environment variable `{name}`")
@@ -403,22 +402,19 @@ class MatrixSettings:
                 if value not in declared[axis]:
                     known = "torch" if axis == "torch" else \
                         "accelerators" if axis == "accelerator" else "python"
-                    hint = difflib.get_close_matches(value, declared[axis], n=1)
                     raise AbistampError(
                         f"`{MATRIX_TABLE}.exclude` entry {number} in `{file}` has {axis} "
                         f"`{value}`, which `{MATRIX_TABLE}.{known}` does not declare: it would "
                         "exclude nothing",
-                        f"did you mean `{hint[0]}`?" if hint else
-                        "use one of " + ", ".join(f"`{v}`" for v in declared[axis]))
+                        did_you_mean(value, declared[axis], "use one of " + ", ".join(
+                            f"`{v}`" for v in declared[axis])))
 
 
 def _known_in(key: str, fields: Mapping[str, Field], dotted: str, file: str) -> Field:
     if key in fields:
         return fields[key]
-    hint = difflib.get_close_matches(key, list(fields), n=1)
-    raise AbistampError(
-        f"unknown key `{dotted}` in `{file}`",
-        f"did you mean `{hint[0]}`?" if hint else f"known keys: {', '.join(fields)}")
+    raise AbistampError(f"unknown key `{dotted}` in `{file}`",
+                        did_you_mean(key, fields, f"known keys: {', '.join(fields)}"))
 
 
 def _string_list(raw: Any, where: str, what: str, allow_one: bool = False) -> tuple[str, ...]:
@@ -544,10 +540,8 @@ def _cells(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
                                 'write it as { torch = "2.13.0", accelerator = "cu130" }')
         for key, value in entry.items():
             if key not in CELL_AXES:
-                hint = difflib.get_close_matches(key, CELL_AXES, n=1)
                 raise AbistampError(f"{where}: entry {number} has unknown key `{key}`",
-                                    f"did you mean `{hint[0]}`?" if hint else
-                                    f"use {', '.join(CELL_AXES)}")
+                                    did_you_mean(key, CELL_AXES, f"use {', '.join(CELL_AXES)}"))
             if not isinstance(value, str):
                 raise AbistampError(f"{where}: entry {number} has {key} = {value!r}, not a "
                                     "string", f'quote it: {key} = "{value}"')
@@ -592,12 +586,19 @@ def read_pyproject(path: Path) -> dict[str, Any]:
 def _known(key: str, where: str, prefix: str = "") -> Field:
     if key in FIELDS_BY_KEY:
         return FIELDS_BY_KEY[key]
-    hint = difflib.get_close_matches(key, list(FIELDS_BY_KEY), n=1)
     raise AbistampError(
         f"unknown setting {where}",
-        f"did you mean `{prefix}{hint[0]}`?" if hint
-        else f"known settings: {', '.join(prefix + k for k in FIELDS_BY_KEY)}",
+        did_you_mean(key, FIELDS_BY_KEY,
+                     f"known settings: {', '.join(prefix + k for k in FIELDS_BY_KEY)}", prefix),
     )
+
+
+def did_you_mean(given: str, known: Iterable[str], otherwise: str, prefix: str = "",
+                 suffix: str = "") -> str:
+    """The fix for an unknown name: the closest known one (`did you mean ...?`), else
+    `otherwise`. The one place every "unknown key" message gets its suggestion from."""
+    hint = difflib.get_close_matches(given, list(known), n=1)
+    return f"did you mean `{prefix}{hint[0]}{suffix}`?" if hint else otherwise
 
 
 _TRUE = {"1", "true", "yes", "on"}
