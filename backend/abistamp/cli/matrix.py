@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from abistamp.core.errors import AbistampError
-from abistamp.core.settings import MATRIX_TABLE, Accelerator, MatrixSettings, Settings
+from abistamp.core.matrix_settings import MATRIX_TABLE, Accelerator, MatrixSettings
+from abistamp.core.settings import Settings
 
 from .common import EXIT_OK
 
