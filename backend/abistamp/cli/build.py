@@ -46,8 +46,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from abistamp import __version__
+from abistamp.core.cuda import requirement_cuda
 from abistamp.core.errors import AbistampError
 
+from .progress import Progress
 from .wheelhouse import Wheelhouse, sha256_file
 
 #: Environment variables that change what a build produces: recorded, and part of the key.
@@ -493,9 +495,10 @@ def find_uv() -> str:
 
 
 class Matrix:
-    def __init__(self, plan: Plan, say: Say) -> None:
+    def __init__(self, plan: Plan, say: Say, progress: Progress | None = None) -> None:
         self.plan = plan
         self.say = say
+        self.progress = progress
         self.procs = Processes()
         self.keys: dict[Variant, tuple[str, dict[str, Any]]] = {}
         self._fetch_lock = threading.Lock()
@@ -573,8 +576,12 @@ class Matrix:
                 work.mkdir(parents=True)
                 try:
                     with open(log_path, "w", encoding="utf-8") as log:
+                        if self.progress:
+                            self.progress.start(variant.name, log_path)
                         entry, note = self._build_in(variant, key, work, log, start)
                 finally:
+                    if self.progress:
+                        self.progress.finish(variant.name)
                     shutil.rmtree(work, ignore_errors=True)
         except Cancelled:
             return Outcome(variant, "cancelled", "interrupted", None,
@@ -611,6 +618,10 @@ class Matrix:
         self.say(variant, "asking the backend for build requirements")
         answer = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
                             backend_path, log, out=out)
+        toolkits = [r for r in answer["missing"] if requirement_cuda(r)]
+        for req in toolkits:
+            self._kept_toolkit(variant, req, python, log)
+        answer["missing"] = [r for r in answer["missing"] if r not in toolkits]
         if answer["missing"] and not variant.existing:
             more = answer["missing"]
             self.say(variant, f"installing what the backend asked for: {' '.join(more)}")
@@ -648,6 +659,27 @@ class Matrix:
         self.say(variant, "publishing into the wheelhouse")
         return plan.wheelhouse.publish(wheel, entry, replace=plan.rebuild,
                                        scratch=work / "restamp")
+
+    def _kept_toolkit(self, variant: Variant, req: str, python: Path, log: IO[str]) -> None:
+        """NVIDIA's CUDA toolkit wheels go into the folder abistamp keeps per CUDA version
+        (`uv pip install --target`), never into the build environment: the user's own with
+        `--python`, and a fresh one would download 271 MB again each time."""
+        from abistamp.core.cuda import fill_kept
+
+        cuda = requirement_cuda(req)
+        assert cuda is not None and self._uv is not None
+        uv = self._uv
+
+        def install(target: Path, requirement: str) -> None:
+            cmd = [uv, "pip", "install", "-p", str(python), "--target", str(target),
+                   *self.plan.index_args(), requirement]
+            if self.procs.run(cmd, log=log, env=_uv_environ()) != 0:
+                raise BuildFailed(f"installing NVIDIA's toolkit wheels `{requirement}` failed: "
+                                  f"{_last_line(log)}")
+
+        folder = fill_kept(cuda, os.environ, install, lambda folder: self.say(
+            variant, f"installing NVIDIA's CUDA toolkit wheels {req} into {folder}"))
+        log.write(f"abistamp: CUDA {cuda} toolkit from NVIDIA's wheels: {folder}\n")
 
     def _repair(self, variant: Variant, wheel: Path, python: Path, env: dict[str, str],
                 work: Path) -> Path:

@@ -305,13 +305,13 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    import threading
 
     from abistamp.core.labels import parse_torch_requirement
     from abistamp.core.settings import Settings
 
     from .build import Matrix, Plan, Variant, recorded_environ, resolve_source
     from .envs import resolve_python
+    from .progress import Progress
     from .wheelhouse import Wheelhouse
 
     if not args.torch and not args.python:
@@ -345,15 +345,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     if work_root:
         plan.work_root = work_root
     width = max(len(v.name) for v in variants)
-    lock = threading.Lock()
+    display = Progress(sys.stderr, width)
 
     def progress(variant: Variant | None, text: str) -> None:
-        with lock:
-            say(f"[{variant.name.ljust(width)}] {text}" if variant else text)
+        display.say(f"abistamp: [{variant.name.ljust(width)}] {text}" if variant
+                    else f"abistamp: {text}")
 
     started = time.monotonic()
-    matrix = Matrix(plan, progress)
-    outcomes = matrix.run()
+    matrix = Matrix(plan, progress, display)
+    try:
+        outcomes = matrix.run()
+    finally:
+        display.close()
     rows: list[tuple[str, ...]] = [("VARIANT", "STATUS", "ABI", "WHEEL", "TIME")]
     for o in outcomes:
         entry = o.entry or {}

