@@ -618,7 +618,9 @@ class Matrix:
         self.say(variant, "asking the backend for build requirements")
         answer = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
                             backend_path, log, out=out)
-        toolkits = [r for r in answer["missing"] if requirement_cuda(r)]
+        # Whatever `unmet` says: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies the name
+        # and version but brings no nvcc; the backend asks only when it has found none.
+        toolkits = [r for r in answer["result"] if requirement_cuda(r)]
         for req in toolkits:
             self._kept_toolkit(variant, req, python, log)
         answer["missing"] = [r for r in answer["missing"] if r not in toolkits]

@@ -10,6 +10,7 @@ line per variant is printed every :data:`PLAIN_EVERY` seconds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ TTY_EVERY = 0.5
 
 _NINJA = re.compile(r"^\[(\d+)/(\d+)\]\s+(.*)$")
 _EXTENSION = re.compile(r"building '([^']+)' extension")
-_SOURCE = re.compile(r"\s-c\s+(\S+)")
+_SOURCES = (".cu", ".cpp", ".cc", ".cxx", ".c", ".hip", ".S")
 _READ_LIMIT = 1 << 20  # a step line is near the end; never read more than this per poll
 
 
@@ -48,11 +49,21 @@ def compile_step(lines: list[str], extension: str = "", step: str = "") -> tuple
             continue
         m = _NINJA.match(line.strip())
         if m:
-            source = _SOURCE.search(m.group(3))
-            what = os.path.basename(source.group(1).strip("'\"")) if source else \
-                m.group(3).split()[0] if m.group(3).split() else ""
-            step = f"[{m.group(1)}/{m.group(2)}] {os.path.basename(what)}".rstrip()
+            step = f"[{m.group(1)}/{m.group(2)}] {_subject(m.group(3).split())}".rstrip()
     return extension, step
+
+
+def _subject(words: list[str]) -> str:
+    """What a compile or link command works on: its source file, else its output, else the
+    command itself."""
+    words = [w.strip("'\"") for w in words]
+    for word in words:
+        if word.endswith(_SOURCES) and not word.startswith("-"):
+            return os.path.basename(word)
+    for flag, word in itertools.pairwise(words):
+        if flag == "-o":
+            return os.path.basename(word)
+    return os.path.basename(words[0]) if words else ""
 
 
 def elapsed(seconds: float) -> str:

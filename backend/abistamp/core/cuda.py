@@ -374,8 +374,8 @@ def finish_toolkit(target: Path, cuda: str) -> None:
     cudart = sorted(root.glob("lib/libcudart.so.*"))
     if cudart and not (lib64 / "libcudart.so").exists():
         (lib64 / "libcudart.so").symlink_to(cudart[0].name)
-    versions = {p.name.split("-")[0]: p.name.split("-")[1].removesuffix(".dist-info")
-                for p in target.glob("*.dist-info")}
+    versions = dict(p.name.removesuffix(".dist-info").split("-", 1)
+                    for p in target.glob("*.dist-info"))
     (target / MARKER).write_text(json.dumps({"requirement": toolkit_requirement(cuda),
                                              "installed": versions}, indent=1, sort_keys=True))
 
