@@ -262,3 +262,18 @@ def test_isolated_builds_ask_for_the_toolkit_and_others_name_it(env214: Env,
     assert (f"NVIDIA's toolkit wheels `{TOOLKIT_REQ}` are neither in the build environment"
             in failed.stderr), failed.stderr[-2000:]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_native_archs_need_a_visible_gpu(env214: Env, tmp_path: Path) -> None:
+    if gpu_visible(env214):
+        pytest.skip("a GPU is visible here: `native` has archs to give")
+    src = copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")
+    failed = backend_hook(env214, src, f"b.build_wheel({str(tmp_path / 'out')!r}, "
+                          '{"abistamp.cuda-archs": "native"})')
+    assert failed.returncode != 0
+    assert ("config setting `abistamp.cuda-archs` is `native`, but no GPU is visible to torch "
+            "here" in failed.stderr), failed.stderr[-2000:]
+
+
+def gpu_visible(env: Env) -> bool:
+    return env.py("import torch; print(torch.cuda.is_available())").stdout.split()[-1] == "True"

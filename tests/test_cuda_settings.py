@@ -104,3 +104,21 @@ def test_progress_reads_the_compile_step_from_a_log() -> None:
     assert compile_step(["[3/3] c++ /b/a.o /b/b.o -shared -o /b/op.so"],
                         "x", "[2/3] a.cu") == ("x", "[3/3] op.so")
     assert compile_step(["building 'y' extension"], "x", "[3/3] op.so") == ("y", "")
+
+
+def test_an_isolated_build_without_torch_yet_asks_by_the_torch_settings_label(
+        tmp_path: Path) -> None:
+    """get_requires_for_build_wheel before torch is installed: the `torch` setting's local
+    label is all there is to know its CUDA version by."""
+    import importlib.util
+
+    from abistamp.core.cuda import toolkit_request
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is importable here; this is about a build environment without it")
+    environ = {"XDG_CACHE_HOME": str(tmp_path)}
+    wheels = {"cuda-toolkit": "wheels"}
+    assert toolkit_request(load(torch="torch==2.14.1+cu130", **wheels), environ) == \
+        "cuda-toolkit[nvcc,cccl]==13.0.*"
+    assert toolkit_request(load(torch="torch==2.14.*", **wheels), environ) is None
+    assert toolkit_request(load(torch="torch==2.13.0+cpu", **wheels), environ) is None

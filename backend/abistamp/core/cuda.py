@@ -417,13 +417,32 @@ def toolkit_request(settings: Settings, environ: Mapping[str, str]) -> str | Non
     wheels and has none. torch is read from its files, not imported."""
     from .abi import read_installed
 
-    abi = read_installed(site_dirs())
+    abi = read_installed(site_dirs()) or _abi_of_requirement(settings.torch)
     if abi is None or not wants_wheels(settings, abi, environ):
         return None
     if wheels_toolkit(abi, environ) is not None:
         return None
     assert abi.cuda
     return toolkit_requirement(abi.cuda)
+
+
+def _abi_of_requirement(text: str) -> TorchABI | None:
+    """Before torch is installed (an isolated build that asks for it through the `torch`
+    setting), its CUDA version is known only from a local label: `torch==2.14.1+cu130`."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion, Version
+
+    from .abi import TorchABI
+
+    try:
+        specs = list(Requirement(text).specifier) if text else []
+        version = Version(specs[0].version) if len(specs) == 1 else None
+    except (InvalidRequirement, InvalidVersion):
+        return None
+    m = re.fullmatch(r"cu(\d+)(\d)", version.local or "") if version else None
+    if version is None or m is None:
+        return None
+    return TorchABI(str(version), cuda=f"{int(m.group(1))}.{m.group(2)}")
 
 
 # --- everything together ---------------------------------------------------------------------
