@@ -67,13 +67,20 @@ def test_archs_an_nvcc_lacks() -> None:
     assert unsupported_archs(archs, cuda13) == ["6.0", "7.0"]
 
 
-def test_cuda_toolkit_choice() -> None:
+def test_cuda_toolkit_choice(tmp_path: Path) -> None:
     cu130 = TorchABI("2.14.1", cuda="13.0")
     assert wants_wheels(load(**{"cuda-toolkit": "wheels"}), cu130, {}) is True
     assert wants_wheels(load(**{"cuda-toolkit": "system"}), cu130, {}) is False
     assert wants_wheels(load(**{"cuda-toolkit": "wheels"}), TorchABI("2.13.0+cpu"), {}) is False
-    # `auto`: no nvcc at all (an empty PATH, a CUDA_HOME without one) means the wheels.
-    assert wants_wheels(load(), cu130, {"PATH": "", "CUDA_HOME": "/nonexistent"}) is True
+    # `auto`: a CUDA_HOME is the user's choice, whatever is there; otherwise an nvcc of another
+    # CUDA version than torch's means the wheels. The machine has one toolkit (13.0): an nvcc
+    # that reports 12.4 is the only way to show the second.
+    assert wants_wheels(load(), cu130, {"CUDA_HOME": "/nonexistent"}) is False
+    other = tmp_path / "bin" / "nvcc"
+    other.parent.mkdir()
+    other.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    other.chmod(0o755)
+    assert wants_wheels(load(), cu130, {"PATH": str(other.parent)}) is True
     assert toolkit_requirement("13.0") == "cuda-toolkit[nvcc,cccl]==13.0.*"
     assert requirement_cuda(toolkit_requirement("13.1")) == "13.1"
     assert requirement_cuda("cuda-toolkit[cublas]==13.0.3") is None
@@ -88,7 +95,7 @@ def test_cuda12_has_no_nvcc_wheel_and_the_error_names_the_routes() -> None:
     for route in ("nvidia-cuda-nvcc-cu12", "CUDA_HOME", "conda's `cuda-nvcc=12.8`",
                   "`nvidia/cuda:12.8.*-devel`", 'cuda-toolkit = "system"'):
         assert route in fix, route
-    assert wants_wheels(load(), cu128, {"PATH": "", "CUDA_HOME": "/nonexistent"}) is False
+    assert wants_wheels(load(), cu128, {"PATH": ""}) is False
 
 
 def test_progress_reads_the_compile_step_from_a_log() -> None:

@@ -504,9 +504,9 @@ def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
                  else "(CUDA_HOME is unset, none on PATH, none in /usr/local/cuda)")
         if int(abi.cuda.split(".")[0]) >= cuda_setup.FIRST_WHEEL_CUDA:
             req = cuda_setup.toolkit_requirement(abi.cuda)
-            fix = (f"let abistamp use NVIDIA's toolkit wheels (`-C abistamp.cuda-toolkit=wheels`"
-                   f"; an isolated build then asks for `{req}`), or install the CUDA {abi.cuda} "
-                   "toolkit and set CUDA_HOME to its root")
+            fix = (f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or let "
+                   "abistamp use NVIDIA's toolkit wheels (`-C abistamp.cuda-toolkit=wheels`; an "
+                   f"isolated build then asks for `{req}`)")
         else:
             fix = cuda_setup.CUDA12_ROUTES.format(cuda=abi.cuda,
                                                   dash=abi.cuda.replace(".", "-"))

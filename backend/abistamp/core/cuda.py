@@ -278,6 +278,8 @@ def wants_wheels(settings: Settings, abi: TorchABI, environ: Mapping[str, str]) 
         return False
     if mode == "wheels":
         return True
+    if environ.get("CUDA_HOME") or environ.get("CUDA_PATH"):
+        return False  # the user chose a toolkit; `auto` does not overrule that
     from .abi import find_toolkit
 
     system = find_toolkit(dict(environ))

@@ -111,8 +111,8 @@ FIELDS: tuple[Field, ...] = (
         "wheels at torch's CUDA version (CUDA 13 and later), from the build environment (an "
         "isolated build asks for them) or from the folder `abistamp build` keeps per CUDA "
         "version in `~/.cache/abistamp/cuda-toolkit`; `system`: CUDA_HOME, nvcc on PATH or "
-        "/usr/local/cuda; `auto`: `system` when its nvcc has torch's CUDA major.minor, else "
-        "`wheels` when torch's CUDA has them.",
+        "/usr/local/cuda; `auto`: `system` when CUDA_HOME or CUDA_PATH is set or the nvcc found "
+        "has torch's CUDA major.minor, else `wheels` when torch's CUDA has them.",
         choices=("auto", "wheels", "system"),
     ),
     Field(
