@@ -2,7 +2,8 @@
 
 A variant's whole output goes to its log file; this module reads the new part of each running
 variant's log every half second for the last compile step it reached: ninja's `[n/m]` (with the
-file it compiles) or setuptools' `building '...' extension`. On a terminal, one line per
+file of that step; ninja writing to a file prints a step when it finishes) or setuptools'
+`building '...' extension`. On a terminal, one line per
 running variant is rewritten in place below the messages; elsewhere (CI logs, pipes) a plain
 line per variant is printed every :data:`PLAIN_EVERY` seconds.
 """
