@@ -19,7 +19,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import cuda as cuda_setup
 from . import sdist as sdist_post
-from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
+from .abi import (
+    TORCH_MISSING_FIX,
+    TorchABI,
+    detect,
+    find_toolkit,
+    read_installed,
+    toolkit_problems,
+)
 from .atomic import owner, owner_gone, write_atomic
 from .errors import AbistampError
 from .labels import check_expected, torch_pin
@@ -164,9 +171,27 @@ class Build:
                 log(f"the wrapped `{hook}` failed without torch ({type(e).__name__}: {e}); "
                     f"asking for {', '.join(extra)} first")
                 return extra
+        elif toolkit:
+            # A setup.py that runs nvcc to list its requirements (DeepSpeed's does, for each op
+            # it is asked to build) cannot answer before the toolkit is there.
+            try:
+                reqs = list(wrapped(self.config)) if wrapped else []
+            except Exception as e:  # noqa: BLE001 - the wrapped hook needs the toolkit
+                log(f"the wrapped `{hook}` failed without a CUDA toolkit ({type(e).__name__}: "
+                    f"{e}); asking for {', '.join(extra)} first")
+                return extra
         else:
-            reqs = list(wrapped(self.config)) if wrapped else []
+            with self.cuda_environment():
+                reqs = list(wrapped(self.config)) if wrapped else []
         return reqs + [r for r in extra if r not in reqs]
+
+    def cuda_environment(self) -> contextlib.AbstractContextManager[Any]:
+        """For a CUDA torch, the build's environment (toolkit, archs, headers), so that a
+        setup.py listing its requirements sees the toolkit the build will use."""
+        installed = read_installed(cuda_setup.site_dirs())
+        if installed is None or not installed.cuda or installed.hip:
+            return contextlib.nullcontext()
+        return self.environment(self.detect_abi())
 
     # --- ABI and environment -----------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .abi import read_installed
 from .errors import AbistampError
 
 if TYPE_CHECKING:
@@ -417,8 +418,6 @@ def fill_kept(cuda: str, environ: Mapping[str, str], install: Callable[[Path, st
 def toolkit_request(settings: Settings, environ: Mapping[str, str]) -> str | None:
     """For get_requires_for_build_wheel: the toolkit requirement, when this build takes the
     wheels and has none. torch is read from its files, not imported."""
-    from .abi import read_installed
-
     abi = read_installed(site_dirs()) or _abi_of_requirement(settings.torch)
     if abi is None or not wants_wheels(settings, abi, environ):
         return None
