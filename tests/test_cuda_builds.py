@@ -33,6 +33,7 @@ from .conftest import (
     EXAMPLES,
     Env,
     Result,
+    _make_env,
     cache_lock,
     clean_env,
     copy_project,
@@ -203,20 +204,39 @@ def on_a_terminal(cmd: list[str | Path], env: dict[str, str], timeout: float = 1
     return proc.wait(timeout=60), b"".join(chunks).decode("utf-8", errors="replace")
 
 
-def test_tiny_ext_cuda_with_the_toolkit_from_wheels_shows_progress_on_a_terminal(
-        env214: Env, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def env214_toolkit(torch214_wheels: Path) -> Env:
+    """torch 2.14.1+cu130 with NVIDIA's toolkit wheels installed beside it, as an isolated
+    build's environment has them after the backend asked for them (this module's own: uv
+    links torch from its cache, seconds, once)."""
+    return _make_env("214-toolkit", "torch==2.14.1", torch214_wheels, [TOOLKIT_REQ])
+
+
+def test_tiny_ext_cuda_with_the_toolkit_wheels_of_its_environment_on_a_terminal(
+        env214_toolkit: Env, tmp_path: Path) -> None:
+    """The toolkit wheels in the build environment (an isolated build's route): used from there,
+    with the unversioned libcudart.so link in abistamp's cache, never in the environment. The
+    output goes to a terminal: one status line per running variant, rewritten in place."""
+    env = env214_toolkit
     src = copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")
-    rc, out = on_a_terminal([*ABISTAMP, "build", src, "--python", env214.python,
+    rc, out = on_a_terminal([*ABISTAMP, "build", src, "--python", env.python,
                              "--env", "TINY_EXT_CUDA=1", "-C", "abistamp.cuda-toolkit=wheels",
                              "-C", "abistamp.cuda-archs=9.0", "-o", tmp_path / "wh",
                              "--work-dir", tmp_path / "work"], build_env())
     assert rc == 0, out[-3000:]
     record = read_record(built_wheel(tmp_path / "wh"))
     assert record["compiled_cuda"] is True
-    assert record["cuda_toolkit"]["source"] == "abistamp-cache"
+    assert record["cuda_toolkit"]["source"] == "build-environment"
+    assert record["cuda_toolkit"]["requirement"] == TOOLKIT_REQ
     (log,) = (tmp_path / "work" / "logs").glob("*.log")
-    kept_nvcc = XDG_CACHE / "abistamp" / "cuda-toolkit" / "13.0" / "nvidia" / "cu13" / "bin"
-    assert f"{kept_nvcc}/nvcc" in log.read_text()
+    site = next(env.root.glob("lib/python3.*/site-packages"))
+    assert f"{site}/nvidia/cu13/bin/nvcc" in log.read_text()
+    assert not (site / "nvidia" / "cu13" / "lib64").exists(), "the environment is not ours"
+    assert not list((site / "nvidia" / "cu13" / "lib").glob("libcudart.so")), \
+        "the environment is not ours"
+    links = list((XDG_CACHE / "abistamp" / "cuda-toolkit" / "links").glob("*/libcudart.so"))
+    assert any(link.resolve().parent == (site / "nvidia" / "cu13" / "lib").resolve()
+               for link in links), links
     # One status line per running variant, rewritten in place (cursor up, erase), naming the
     # extension, the ninja step and the time; the compiler's own output stays in the log.
     assert "\x1b[1F\x1b[J" in out
