@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -28,7 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -383,23 +382,16 @@ def finish_toolkit(target: Path, cuda: str) -> None:
                                              "installed": versions}, indent=1, sort_keys=True))
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def fill_kept(cuda: str, environ: Mapping[str, str], install: Callable[[Path, str], None],
               on_install: Callable[[Path], None] = lambda folder: None) -> Path:
     """Make the kept toolkit folder for `cuda`, once: `install(folder, requirement)` fills a
     private folder (`--target`), which is then finished and renamed into place, all under a
     lock, so two builds wanting it install it once and nobody sees half of it."""
-    from .atomic import owner
+    from .atomic import file_lock, owner
 
     folder = kept_folder(cuda, environ)
-    with _locked(folder.parent / f".{cuda}.lock"):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{cuda}.lock"):
         if (folder / MARKER).is_file():
             return folder
         on_install(folder)
