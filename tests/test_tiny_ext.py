@@ -47,6 +47,12 @@ def test_two_torches_two_stamped_wheels(built: dict[str, Path]) -> None:
     assert (cpu["torch"], cpu["accelerator"], cpu["cxx11abi"]) == ("2.13.0+cpu", "cpu", True)
     assert (cuda["torch"], cuda["accelerator"], cuda["cuda"]) == ("2.14.1", "cu130", "13.0")
     assert cuda["nvcc"] == "13.0" and cuda["compiled_cuda"] is False
+    # Nothing CUDA compiled, and still the arch list the build would have used, and its source.
+    assert (cuda["cuda_arch_list"], cuda["cuda_arch_source"]) == (
+        "7.5;8.0;8.6;9.0;10.0;12.0+PTX", "torch")
+    assert cuda["cuda_toolkit"]["source"] == "system" and "nvidia/cu13/include" in \
+        cuda["cuda_headers"]
+    assert (cpu["cuda_arch_list"], cpu["cuda_arch_source"], cpu["cuda_toolkit"]) == (None,) * 3
     assert "Requires-Dist: torch==2.13.0+cpu" in read_dist_file(built["2.13.0+cpu"], "METADATA")
     assert "Requires-Dist: torch==2.14.*" in read_dist_file(built["2.14.1"], "METADATA")
 

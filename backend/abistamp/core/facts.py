@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .abi import Toolkit, TorchABI
+    from .cuda import CudaSetup
 
 
 @dataclasses.dataclass
@@ -24,3 +25,4 @@ class BuildFacts:
     compiled_cuda: bool = False  # whether any extension had CUDA sources
     environ: dict[str, str] = dataclasses.field(default_factory=dict)  # what abistamp set
     cpu: dict[str, Any] | None = None  # a profile's CPU target, when it chose one (core/cpu.py)
+    cuda: CudaSetup | None = None  # a CUDA torch's toolkit, archs and headers (core/cuda.py)

@@ -35,6 +35,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "local_version": (_OBJECT,), "pin": (_STR, _NULL), "requires": (_LIST,),
     "ninja": (_BOOL, _NULL), "compiler_cache": (_BOOL,), "editable": (_BOOL,),
     "stamped_after_build": (_BOOL,), "profile": (_OBJECT, _NULL), "repair": (_OBJECT,),
+    "cuda_arch_source": (_STR, _NULL), "cuda_toolkit": (_OBJECT, _NULL),
+    "cuda_headers": (_LIST, _NULL),
 }
 
 
@@ -77,6 +79,9 @@ def build_fields(abi: TorchABI, *, label: str, apply_label: bool, reason: str,
         "ninja": None,
         "compiler_cache": False,
         "compiled_cuda": None,
+        "cuda_arch_source": None,
+        "cuda_toolkit": None,
+        "cuda_headers": None,
         "editable": False,
         **facts,
     }

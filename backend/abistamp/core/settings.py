@@ -97,6 +97,25 @@ FIELDS: tuple[Field, ...] = (
         "Fail unless the torch found is a CUDA build.",
     ),
     Field(
+        "cuda-archs", "torch", "archs",
+        "The CUDA archs a CUDA torch's build compiles for, unless `TORCH_CUDA_ARCH_LIST` is set "
+        "(which wins): `torch` = the archs the target torch was built for, read without a GPU, "
+        "with PTX for the newest; `native` = the GPUs visible to the build; or a list of archs "
+        "(`\"8.0;9.0+PTX\"` in `-C` and the environment). Archs the nvcc in use cannot compile "
+        "fail the build before anything is compiled. See docs/deepspeed.md.",
+        example='["8.0", "9.0", "12.0+PTX"]',
+    ),
+    Field(
+        "cuda-toolkit", "auto", "choice",
+        "Where a CUDA torch's build takes nvcc from. `wheels`: NVIDIA's `cuda-toolkit[nvcc,cccl]` "
+        "wheels at torch's CUDA version (CUDA 13 and later), from the build environment (an "
+        "isolated build asks for them) or from the folder `abistamp build` keeps per CUDA "
+        "version in `~/.cache/abistamp/cuda-toolkit`; `system`: CUDA_HOME, nvcc on PATH or "
+        "/usr/local/cuda; `auto`: `system` when CUDA_HOME or CUDA_PATH is set or the nvcc found "
+        "has torch's CUDA major.minor, else `wheels` when torch's CUDA has them.",
+        choices=("auto", "wheels", "system"),
+    ),
+    Field(
         "ninja", "auto", "choice",
         "Compile with ninja: `auto` uses it when it is on PATH or can be added to the build "
         "requirements, `true` insists, `false` leaves the project's choice alone.",
@@ -140,6 +159,8 @@ class Settings:
     pin: str = "auto"
     torch: str = ""
     require_cuda: bool = False
+    cuda_archs: str = "torch"
+    cuda_toolkit: str = "auto"
     ninja: str = "auto"
     jobs: str = "auto"
     compiler_cache: bool = False
@@ -300,6 +321,10 @@ def _coerce(field: Field, raw: Any, where: str) -> Any:
         if text == "auto" or (text.isascii() and text.isdigit() and int(text) > 0):
             return text
         raise bad("a positive number or `auto`")
+    if field.kind == "archs":
+        from .cuda import parse_archs_setting
+
+        return parse_archs_setting(raw, where)
     if field.kind in ("str", "requirement"):
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
             raise bad("a string")
