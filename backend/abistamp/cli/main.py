@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra "
         "cu130=pt214cu130\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --format simple "
         "--base-url https://wheels.example.com/wh\n"
+        "  abistamp uv-config wheelhouse --extra cpu=pt213cpu --torch-index "
+        "cpu=https://download.pytorch.org/whl/cpu   # wheels built by hand\n"
         "  abistamp uv-config --check pyproject.toml   # exit 1 if uv would reuse a torch build\n")
     u.add_argument("wheelhouse", metavar="WHEELHOUSE", nargs="?")
     u.add_argument("--extra", action="append", default=[], metavar="NAME=ABI",
@@ -192,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the wheelhouse is served (default: its local file:// URL)")
     u.add_argument("--no-torch", action="store_true",
                    help="leave torch's index to your own configuration")
+    u.add_argument("--torch-index", action="append", default=[], metavar="[EXTRA=]URL",
+                   help="where the extra's torch comes from (every extra's without EXTRA=): a "
+                   "PEP 503 index URL or a folder of torch wheels; needed where the wheelhouse "
+                   "does not say (wheels built by hand), and wins over what it says")
     u.add_argument("--source-build", action="store_true",
                    help="configure source builds with match-runtime instead of the wheels")
     u.add_argument("--single-index", action="store_true",
@@ -523,7 +529,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_uv_config(args: argparse.Namespace) -> int:
-    from .uvconfig import parse_extras, plan_routes, render
+    from .uvconfig import parse_extras, parse_torch_indexes, plan_routes, render
     from .wheelhouse import Wheelhouse
 
     if args.check is not None:
@@ -534,7 +540,9 @@ def cmd_uv_config(args: argparse.Namespace) -> int:
                             "`abistamp uv-config --check pyproject.toml`")
 
     wheelhouse = Wheelhouse(Path(args.wheelhouse))
-    routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
+    extras = parse_extras(args.extra)
+    routes = plan_routes(wheelhouse, extras, args.package or None,
+                         parse_torch_indexes(args.torch_index, extras))
     sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
                             with_torch=not args.no_torch, source_build=args.source_build,
                             single_index=args.single_index))

@@ -306,7 +306,7 @@ def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch
         raise AbistampError(
             f"`{folder.name}/{built.name}` already exists with other bytes, and the wheel has no "
             "build tag whose number could change",
-            "turn `build-tag` back on (`-C abistamp.core.build-tag=true`), or move the old wheel away "
+            "turn `build-tag` back on (`-C abistamp.build-tag=true`), or move the old wheel away "
             "if no lock file or cache names it")
     numbers = [build[0]]
     for other in folder.glob("*.whl"):
