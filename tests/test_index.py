@@ -379,7 +379,8 @@ def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
     (line,) = result.stderr.splitlines()
     assert (f"in one index extra `cu130` (torch 2.14.1) could get `pt213cpu/{wheel.name}`: "
             "it has no torch pin, which torch 2.14.1 satisfies too") in line
-    assert "(fix: stamp the wheels with exact pins" in line
+    # No pin at all: the fix is a pin (an exact one), not "exact pins" as though it had some.
+    assert "(fix: stamp the wheels with a torch pin (`-C abistamp.pin=exact`)" in line
     # Routed per extra, the same wheelhouse is fine.
     assert cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130"
                ).returncode == 0

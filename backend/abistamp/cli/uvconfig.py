@@ -258,7 +258,8 @@ def _single_index_fix(a: Route, b: Route, pins: list[Requirement]) -> str:
     if not pins:
         return (f"stamp the wheels with a torch pin (`-C abistamp.pin=exact`), or {routed}")
     if a.torch_version and Version(a.torch_version) == Version(str(b.torch_version)):
-        return (f"`{a.label}` and `{b.label}` were built against the same torch "
+        first, second = sorted((a.label, b.label))
+        return (f"`{first}` and `{second}` were built against the same torch "
                 f"{b.torch_version}, so no torch pin can tell them apart in one index: "
                 f"{routed}")
     exact = all(len(p.specifier) == 1 and next(iter(p.specifier)).operator in ("==", "===")
