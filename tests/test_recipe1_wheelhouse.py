@@ -216,14 +216,14 @@ def test_single_index_fix_matches_the_cause() -> None:
         (route("a", "2.13.0+cpu"), route("b", "2.14.1"), [],
          "stamp the wheels with a torch pin (`-C abistamp.pin=exact`), or route each extra"),
         (route("a", "2.5.1+cu121"), route("b", "2.5.1+cu124"), ["torch==2.5.*"],
-         "stamp the wheels with exact pins (`-C abistamp.pin=exact`: the pin then carries "
-         "torch's local label), or route each extra"),
+         ("stamp the wheels with exact pins (`-C abistamp.pin=exact`: the pin then carries "
+         "torch's local label), or route each extra")),
         (route("a", "2.14.1"), route("b", "2.14.1+cu130"), ["torch==2.14.1"],
-         "the pin is exact already, but torch 2.14.1 has no local label for it to carry, so it "
-         "accepts torch 2.14.1+cu130 too: route each extra"),
+         ("the pin is exact already, but torch 2.14.1 has no local label for it to carry, so it "
+         "accepts torch 2.14.1+cu130 too: route each extra")),
         (route("x", "2.13.0+cpu"), route("a", "2.13.0+cpu"), ["torch==2.13.0+cpu"],
-         "`a` and `x` were built against the same torch 2.13.0+cpu, so no torch pin can tell "
-         "them apart in one index: route each extra"),
+         ("`a` and `x` were built against the same torch 2.13.0+cpu, so no torch pin can tell "
+         "them apart in one index: route each extra")),
     ]
     for a, b, pins, fix in cases:
         assert _single_index_fix(a, b, [Requirement(p) for p in pins]).startswith(fix), fix
