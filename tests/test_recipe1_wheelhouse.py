@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,21 @@ def test_a_wheel_that_the_folder_cannot_vouch_for_is_refused(recipe: Path,
     line = one_error(cli("index", moved, "-o", tmp_path / "out", check=False))
     assert "is in the ABI folder `pt213cpu` but its ABI record says `pt214cu130`" in line
     assert not (tmp_path / "out").exists()
+    # A wheel with no ABI record: nothing says which torch it needs.
+    unstamped = shutil.copytree(recipe, tmp_path / "unstamped")
+    plain = unstamped / "pt213cpu" / "plain-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(plain, "w") as zf:
+        for name, text in (("METADATA", "Metadata-Version: 2.1\nName: plain\nVersion: 1.0\n"),
+                           ("WHEEL", ("Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                     "Tag: py3-none-any\n")), ("RECORD", "")):
+            zf.writestr(f"plain-1.0.dist-info/{name}", text)
+    line = one_error(cli("uv-config", unstamped, "--extra", "cpu=pt213cpu", *torch,
+                         check=False))
+    assert f"`{plain.resolve()}` carries no abistamp ABI record, so the torch it needs is " \
+           "unknown (fix: stamp it (`abistamp stamp plain-1.0-py3-none-any.whl --python ENV" in line
+    line = one_error(cli("index", unstamped / "pt213cpu", "-o", tmp_path / "out2", check=False))
+    assert f"`{plain.resolve()}` carries no abistamp ABI record" in line
+    assert not (tmp_path / "out2").exists()
 
 
 @pytest.mark.slow
@@ -227,3 +243,25 @@ def test_single_index_fix_matches_the_cause() -> None:
     ]
     for a, b, pins, fix in cases:
         assert _single_index_fix(a, b, [Requirement(p) for p in pins]).startswith(fix), fix
+
+
+def test_torch_index_arguments(tmp_path: Path) -> None:
+    """Read before any wheel is: a bad `--torch-index` is the first thing said."""
+    (tmp_path / "torch-wheels").mkdir()
+    for args, message in (
+            (["--torch-index", "cuda=https://x/cu130"],
+             ("`--torch-index cuda=https://x/cu130` names the extra `cuda`, which no `--extra` "
+             "declares (fix: use one of: cpu)")),
+            (["--torch-index", "https://x/cpu", "--torch-index", "https://y/cpu"],
+             "`--torch-index` is given twice for every extra"),
+            (["--torch-index", "cpu=nowhere"],
+             "`--torch-index cpu=nowhere`: `nowhere` is neither a URL nor a folder")):
+        line = one_error(cli("uv-config", "wh", "--extra", "cpu=pt213cpu", *args, cwd=tmp_path,
+                             check=False))
+        assert message in line, line
+    from abistamp.cli.uvconfig import parse_torch_indexes
+
+    given = parse_torch_indexes([f"cpu={tmp_path / 'torch-wheels'}", "https://x/simple?a=b"],
+                                [("cpu", "pt213cpu"), ("cu130", "pt214cu130")])
+    assert given == {"cpu": ((tmp_path / "torch-wheels").resolve().as_uri(), "flat"),
+                     None: ("https://x/simple?a=b", "simple")}
