@@ -215,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "files whose content changes are rewritten.",
         epilog="examples:\n  abistamp index artifacts/wh-* -o public\n"
         "  abistamp index new-cell/wheelhouse -o public    # add one cell to an existing "
-        "index\n  python -m http.server -d public   # pip install --index-url "
+        "index\n  abistamp index wheelhouse -o wheelhouse   # pages for folders `uv build "
+        "--out-dir wheelhouse/pt213cpu` filled\n  python -m http.server -d public   # pip install --index-url "
         "http://HOST:8000/simple/ ...\n")
     x.add_argument("wheelhouses", nargs="+", metavar="WHEELHOUSE",
-                   help="folders written by `abistamp build -o` (OUT itself may be one)")
+                   help="folders written by `abistamp build -o` (OUT itself may be one), or "
+                   "filled by hand: ABI folders of stamped wheels, or stamped wheels")
     x.add_argument("-o", "--out", required=True, metavar="OUT",
                    help="the merged wheelhouse (created if missing)")
     x.set_defaults(func=cmd_index)
