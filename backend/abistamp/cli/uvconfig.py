@@ -152,11 +152,16 @@ def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
         torch_index = given.get(extra) or given.get(None) or _torch_index(entries)
         unknown = ""
         if torch_index is None:
-            unknown = (f"`{wheelhouse.root}` has no `{wheelhouse.manifest_path.name}`: its "
-                       "wheels were not put there by `abistamp build`"
-                       if not wheelhouse.manifest_path.is_file() else
-                       f"`{wheelhouse.manifest_path}` records no torch index or find-links for "
-                       f"`{label}`: built with `--python ENV`, or the folder it named is gone")
+            if not wheelhouse.manifest_path.is_file():
+                unknown = (f"`{wheelhouse.root}` has no `{wheelhouse.manifest_path.name}`: its "
+                           "wheels were not put there by `abistamp build`")
+            elif not entries:
+                unknown = (f"no build in `{wheelhouse.manifest_path}` made the wheels of "
+                           f"`{label}`: they were put there by hand, or stamped again")
+            else:
+                unknown = (f"`{wheelhouse.manifest_path}` records no torch index or find-links "
+                           f"for `{label}`: built with `--python ENV`, or the folder it named "
+                           "is gone")
         routes.append(Route(extra, label, by_name, torch_version, torch_index, entries,
                             unknown, accelerators[0] if len(accelerators) == 1 else ""))
     return routes
