@@ -265,3 +265,14 @@ def test_torch_index_arguments(tmp_path: Path) -> None:
                                 [("cpu", "pt213cpu"), ("cu130", "pt214cu130")])
     assert given == {"cpu": ((tmp_path / "torch-wheels").resolve().as_uri(), "flat"),
                      None: ("https://x/simple?a=b", "simple")}
+
+
+@pytest.mark.slow
+def test_source_build_config_takes_the_torch_index_given(recipe: Path) -> None:
+    """match-runtime needs torch from a PEP 503 index: `--torch-index URL` supplies one."""
+    config = cli("uv-config", recipe, "--source-build", *EXTRAS, "--torch-index",
+                 "https://download.pytorch.org/whl/cpu").stdout
+    assert 'abistamp-probe = [{ requirement = "torch", match-runtime = true }]' in config
+    assert ('[[tool.uv.index]]\nname = "torch"\nurl = "https://download.pytorch.org/whl/cpu"\n'
+            'explicit = true') in config
+    assert 'format = "flat"' not in config and "abistamp-pt213cpu" not in config
