@@ -19,7 +19,7 @@ import pytest
 
 from abistamp.cli.main import build_parser
 from abistamp.core.errors import AbistampError
-from abistamp.core.settings import (
+from abistamp.core.matrix_settings import (
     ACCELERATOR_FIELDS,
     MATRIX_FIELDS,
     Accelerator,

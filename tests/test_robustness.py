@@ -23,12 +23,13 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from abistamp.core.abi import TorchABI
 from abistamp.core.labels import build_tag, stamped_version
-from abistamp.core.stamp import Stamp, stamp_wheel
+from abistamp.core.record import Stamp, abi_fields
+from abistamp.core.stamp import stamp_wheel
 abi = TorchABI("2.13.0+cpu")
 print("ready", flush=True)
 stamp_wheel(Path(sys.argv[1]), Path(sys.argv[2]),
             Stamp(stamped_version("1.0", "pt213cpu"), build_tag(1, "pt213cpu"),
-                  ("torch==2.13.0+cpu",), abi.as_record()))
+                  ("torch==2.13.0+cpu",), abi_fields(abi)))
 """
 
 

@@ -21,13 +21,16 @@ rewritten only where their content changes, and wheels already there are not cop
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 from abistamp import __version__
 from abistamp.core.errors import AbistampError
 
+from .common import EXIT_OK
 from .wheelhouse import (
     ALL_PAGE,
     MANIFEST_NAME,
@@ -260,3 +263,30 @@ def render(merged: Merged) -> str:
     lines.append(f"PEP 503 index: {merged.out / 'simple'}/   flat page: "
                  f"{merged.out / ALL_PAGE}")
     return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Merge the ABI folders and manifests of WHEELHOUSE... into OUT (new, or "
+    "existing: then they are added to it), refusing two different files under one name, "
+    "and write OUT's pages: per ABI folder a flat page and a PEP 503 index, and over every "
+    "ABI OUT/simple/ and OUT/all.html, with sha256 fragments and relative links. Only "
+    "files whose content changes are rewritten.")
+EPILOG = ("examples:\n  abistamp index artifacts/wh-* -o public\n"
+    "  abistamp index new-cell/wheelhouse -o public    # add one cell to an existing "
+    "index\n  abistamp index wheelhouse -o wheelhouse   # pages for folders `uv build "
+    "--out-dir wheelhouse/pt213cpu` filled\n  python -m http.server -d public   # pip install --index-url "
+    "http://HOST:8000/simple/ ...\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheelhouses", nargs="+", metavar="WHEELHOUSE",
+                   help="folders written by `abistamp build -o` (OUT itself may be one), or "
+                   "filled by hand: ABI folders of stamped wheels, or stamped wheels")
+    p.add_argument("-o", "--out", required=True, metavar="OUT",
+                   help="the merged wheelhouse (created if missing)")
+
+
+def run(args: argparse.Namespace) -> int:
+    sys.stdout.write(render(merge([Path(w) for w in args.wheelhouses], Path(args.out))))
+    return EXIT_OK
