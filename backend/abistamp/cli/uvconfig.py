@@ -17,7 +17,7 @@ wheelhouse/pt213cpu`, docs/deepspeed.md): no manifest, no pages. The torch each 
 against then comes from the wheels' ABI records; where torch comes from is not in a wheel, so
 it must be given (`--torch-index`) or left out on purpose (`--no-torch`), and the outputs that
 need pages (`--format simple`, `--base-url`, `--single-index`) ask for `abistamp index` first.
-A configuration that `uv lock` cannot resolve is never printed with exit code 0.
+Extras that no index of the output can satisfy are refused, never printed with exit code 0.
 """
 
 from __future__ import annotations
