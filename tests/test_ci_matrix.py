@@ -195,7 +195,7 @@ BASE = '[tool.abistamp.matrix]\ntorch = ["2.13.0"]\npython = ["3.11"]\naccelerat
          "`tool.abistamp.matrix.runs-on` in `pyproject.toml` must be a string"),
         (BASE + 'env = { "DS BUILD" = "1" }\n', "not an environment variable name"),
         (BASE + 'config-settings = { "abistamp.lable" = "x" }\n',
-         ("in `tool.abistamp.matrix`: unknown setting config setting `abistamp.lable` (fix: did "
+         ("in `tool.abistamp.matrix`: unknown config setting `abistamp.lable` (fix: did "
          "you mean `abistamp.label`?)")),
         (BASE + 'env = { ABISTAMP_PINN = "exact" }\n', "did you mean `ABISTAMP_PIN`?"),
         ('[tool.abistamp]\nmatrix = 3\n', ("`tool.abistamp.matrix` in `pyproject.toml` is not a "

@@ -57,7 +57,7 @@ def test_usage_errors(tmp_path: Path) -> None:
         "build", str(tmp_path), "--torch", "numpy==2.0")
     line = one_line_error("build", str(tmp_path), "--torch", "torch==2.13.0",
                           "-C", "abistamp.lable=x")
-    assert "unknown setting config setting `abistamp.lable`" in line
+    assert "unknown config setting `abistamp.lable`" in line
     assert "did you mean `abistamp.label`?" in line
     assert "`--env DS_BUILD_CPU_ADAM` is not of the form" in one_line_error(
         "build", str(tmp_path), "--torch", "torch==2.13.0", "--env", "DS_BUILD_CPU_ADAM")

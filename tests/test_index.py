@@ -360,7 +360,7 @@ def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
 
 @pytest.mark.slow
 def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
-        cells: tuple[Path, Path], tmp_path: Path) -> None:
+        cells: tuple[Path, Path], torch213_wheels: Path, tmp_path: Path) -> None:
     a, b = cells
     # The torch 2.13 wheel re-stamped without a torch pin: torch 2.14.1 satisfies it too, so
     # in one index the resolver could give extra cu130 the CPU build.
@@ -379,8 +379,15 @@ def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
     (line,) = result.stderr.splitlines()
     assert (f"in one index extra `cu130` (torch 2.14.1) could get `pt213cpu/{wheel.name}`: "
             "it has no torch pin, which torch 2.14.1 satisfies too") in line
-    assert "(fix: stamp the wheels with exact pins" in line
-    # Routed per extra, the same wheelhouse is fine.
-    assert cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130"
-               ).returncode == 0
+    # No pin at all: the fix is a pin (an exact one), not "exact pins" as though it had some.
+    assert "(fix: stamp the wheels with a torch pin (`-C abistamp.pin=exact`)" in line
+    # Routed per extra, the same wheelhouse is fine, once it is said where the re-stamped
+    # wheel's torch comes from: no build recorded in the manifest made it.
+    line = cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130",
+               check=False).stderr
+    assert (f"(no build in `{out / 'abistamp-wheelhouse.json'}` made the wheels of `pt213cpu`: "
+            "they were put there by hand, or stamped again)") in line, line
+    assert "(fix: pass `--torch-index cpu=https://download.pytorch.org/whl/cpu`" in line
+    assert cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130",
+               "--torch-index", f"cpu={torch213_wheels}").returncode == 0
 

@@ -88,3 +88,26 @@ def test_docs_reference_is_generated_from_the_model() -> None:
         "`python -m abistamp.core.settings`")
     for f in FIELDS:
         assert f"`{f.env}`" in text
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "config", "env", "message", "fix"),
+    [
+        ('[tool.abistamp]\nlocal-versoin = "auto"\n', None, {},
+         "unknown key `tool.abistamp.local-versoin` in `pyproject.toml`",
+         "did you mean `local-version`?"),
+        ("", {"abistamp.lable": "x"}, {}, "unknown config setting `abistamp.lable`",
+         "did you mean `abistamp.label`?"),
+        ("", None, {"ABISTAMP_LABLE": "x"}, "unknown environment variable `ABISTAMP_LABLE`",
+         "did you mean `ABISTAMP_LABEL`?"),
+    ],
+)
+def test_unknown_keys_name_their_source_once(tmp_path: Path, pyproject: str,
+                                             config: dict | None, env: dict, message: str,
+                                             fix: str) -> None:
+    """One source, named once, in the same shape for the three of them."""
+    write(tmp_path, pyproject)
+    with pytest.raises(AbistampError) as exc:
+        Settings.load(tmp_path, config, env)
+    assert exc.value.problem == message
+    assert exc.value.fix == fix

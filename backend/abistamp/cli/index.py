@@ -7,6 +7,12 @@ wheelhouse's own writers (wheelhouse.py): per ABI folder a flat page and a PEP 5
 over every ABI `simple/` and `all.html`. All links are relative: OUT can be served by any
 static file server or synced to a bucket as it is.
 
+An input may also be a folder filled by hand, without a manifest: ABI folders of stamped
+wheels (as `uv build --wheel --out-dir wheelhouse/pt213cpu` makes them, docs/deepspeed.md), or
+one folder of stamped wheels, each of which goes to the ABI folder its record names. OUT may
+be such a folder itself (`abistamp index wheelhouse -o wheelhouse`): its pages and manifest are
+then written in place. The wheels' ABI records are what such inputs are read and checked by.
+
 A filename never names two contents (uv and pip cache wheels by filename: FACTS.md): two
 different files under one name are refused before anything is written. Identical files are
 one wheel. Merging into an OUT that already holds wheels adds to it; pages and the manifest are
@@ -54,27 +60,63 @@ class Merged:
     wheels: int
 
 
+@dataclasses.dataclass
+class Source:
+    """One input: a wheelhouse, or a folder filled by hand (manifest then empty)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    wheels: dict[str, Path]  # "<label>/<filename>" -> the file
+    by_record: bool = False  # a plain folder of wheels: each goes where its record says
+
+
 def _wheels(wheelhouse: Wheelhouse) -> dict[str, Path]:
     return {f"{label}/{w.name}": w for label in wheelhouse.labels()
             for w in sorted((wheelhouse.root / label).glob("*.whl"))}
 
 
-def _inputs(paths: list[Path], out: Path) -> list[Wheelhouse]:
+def _by_record(folder: Path, out: Path) -> dict[str, Path]:
+    """A plain folder of stamped wheels, each under the ABI folder its record names."""
+    from abistamp.core.stamp import read_wheel
+
+    found = {}
+    for wheel in sorted(folder.glob("*.whl")):
+        label = str((read_wheel(wheel).abi_record or {}).get("label") or "")
+        if not label:
+            raise AbistampError(f"`{wheel}` carries no abistamp ABI record; nothing was "
+                                f"written to `{out}`",
+                                "stamp it first (`abistamp stamp WHEEL --python ENV -o DIR`, "
+                                "ENV having the torch it was built with), or leave it out")
+        found[f"{label}/{wheel.name}"] = wheel
+    return found
+
+
+def _inputs(paths: list[Path], out: Path) -> list[Source]:
     seen: set[Path] = set()
     found = []
     for path in paths:
         root = path.resolve()
         if not root.is_dir():
             raise AbistampError(f"the wheelhouse `{path}` does not exist",
-                                "pass the folders that `abistamp build -o` wrote")
-        if not (root / MANIFEST_NAME).is_file():
-            raise AbistampError(f"`{path}` is not a wheelhouse: it has no `{MANIFEST_NAME}`",
-                                "pass the folder that `abistamp build -o` wrote (the one "
-                                "holding the ABI folders), not an ABI folder or a wheel")
+                                "pass the folders that `abistamp build -o` wrote, or folders "
+                                "of stamped wheels")
         # OUT is merged into as it is; naming it among the inputs adds nothing.
-        if root not in seen and root != out.resolve():
-            seen.add(root)
-            found.append(Wheelhouse(root))
+        if root in seen or root == out.resolve():
+            continue
+        seen.add(root)
+        wheelhouse = Wheelhouse(root)
+        if wheelhouse.manifest_path.is_file() or wheelhouse.labels():
+            found.append(Source(root, wheelhouse.load(), _wheels(wheelhouse)))
+        elif any(root.glob("*.whl")):
+            found.append(Source(root, wheelhouse.load(), _by_record(root, out),
+                                by_record=True))
+        else:
+            raise AbistampError(
+                f"`{path}` is not a wheelhouse: it has no `{MANIFEST_NAME}`, no ABI folders "
+                "with wheels and no wheels",
+                "pass the folder that `abistamp build -o` wrote, a folder of ABI folders of "
+                "stamped wheels (as `uv build --wheel --out-dir wheelhouse/pt213cpu` makes "
+                "them), or a folder of stamped wheels")
     return found
 
 
@@ -101,9 +143,9 @@ def _check_folder(rel: str, path: Path, out: Wheelhouse) -> None:
                             f"that wheelhouse with `abistamp build -o`")
 
 
-def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
-         hashes: dict[Path, str]) -> tuple[list[tuple[Wheelhouse, Wheel]],
-                                           list[tuple[Wheelhouse, Wheel]]]:
+def plan(inputs: list[Source], out: Wheelhouse, manifest: dict[str, Any],
+         hashes: dict[Path, str]) -> tuple[list[tuple[Source, Wheel]],
+                                           list[tuple[Source, Wheel]]]:
     """(wheels to copy into OUT, wheels OUT or an earlier input already has), or the error.
 
     Input wheels are hashed afresh (they come from other machines, and the pages will publish
@@ -115,15 +157,22 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
     if out.root.is_dir():
         for rel, path in _wheels(out).items():
             facts = manifest["files"].get(rel) or {}
-            by_name[wheel_identity(path.name)] = Wheel(rel, path, out.file_sha(manifest, path),
+            if not facts and path not in hashes:
+                # A wheel put into OUT by hand (OUT a folder filled by `uv build --out-dir`):
+                # checked as an input's would be before OUT's pages offer it.
+                _check_folder(rel, path, out)
+                hashes[path] = sha256_file(path)
+            digest = hashes.get(path) or out.file_sha(manifest, path)
+            by_name[wheel_identity(path.name)] = Wheel(rel, path, digest,
                                                        str(facts.get("origin") or out.root.name))
-    add: list[tuple[Wheelhouse, Wheel]] = []
-    same: list[tuple[Wheelhouse, Wheel]] = []
+    add: list[tuple[Source, Wheel]] = []
+    same: list[tuple[Source, Wheel]] = []
     conflicts: list[tuple[Wheel, Wheel]] = []
     for wheelhouse in inputs:
-        for rel, path in _wheels(wheelhouse).items():
+        for rel, path in wheelhouse.wheels.items():
             if path not in hashes:
-                _check_folder(rel, path, out)
+                if not wheelhouse.by_record:
+                    _check_folder(rel, path, out)
                 hashes[path] = sha256_file(path)
             wheel = Wheel(rel, path, hashes[path], wheelhouse.root.name)
             known = by_name.get(wheel_identity(path.name))
@@ -163,7 +212,7 @@ def merge(paths: list[Path], out_dir: Path) -> Merged:
     with out.locked():
         manifest = out.load()
         add, same = plan(inputs, out, manifest, hashes)
-        manifests = {w.root: w.load() for w in inputs}
+        manifests = {w.root: w.manifest for w in inputs}
         entries: dict[str, Any] = {}
         for wheelhouse, wheel in add:
             target = out.root / wheel.rel
@@ -225,13 +274,15 @@ DESCRIPTION = ("Merge the ABI folders and manifests of WHEELHOUSE... into OUT (n
     "files whose content changes are rewritten.")
 EPILOG = ("examples:\n  abistamp index artifacts/wh-* -o public\n"
     "  abistamp index new-cell/wheelhouse -o public    # add one cell to an existing "
-    "index\n  python -m http.server -d public   # pip install --index-url "
+    "index\n  abistamp index wheelhouse -o wheelhouse   # pages for folders `uv build "
+    "--out-dir wheelhouse/pt213cpu` filled\n  python -m http.server -d public   # pip install --index-url "
     "http://HOST:8000/simple/ ...\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheelhouses", nargs="+", metavar="WHEELHOUSE",
-                   help="folders written by `abistamp build -o` (OUT itself may be one)")
+                   help="folders written by `abistamp build -o` (OUT itself may be one), or "
+                   "filled by hand: ABI folders of stamped wheels, or stamped wheels")
     p.add_argument("-o", "--out", required=True, metavar="OUT",
                    help="the merged wheelhouse (created if missing)")
 

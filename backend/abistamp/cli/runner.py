@@ -79,12 +79,15 @@ def done(value):
     with open(spec["result"], "w") as f:
         json.dump(value, f)
 
+# setuptools first: from 71 on it puts its own copy of packaging on sys.path when none is
+# installed, and that copy is enough (docs/cli.md, `--python`).
 for module in ("setuptools", "packaging"):
     try:
         __import__(module)
     except ImportError:
         done({"error": f"the build environment `{sys.prefix}` lacks `{module}` (fix: install "
-                       "setuptools>=64 and packaging>=22 into it)"})
+                       "setuptools>=64 and packaging>=22 into it, or setuptools>=71 alone, "
+                       "which carries a copy of packaging)"})
         sys.exit(1)
 import abistamp.backend as backend
 from abistamp.core.errors import AbistampError

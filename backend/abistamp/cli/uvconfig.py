@@ -11,6 +11,13 @@ and the settings and environment variables the wheelhouse builds used. With `--s
 one index over every ABI (the wheelhouse's `simple/` or `all.html`) and no routing per extra:
 each wheel's exact torch pin lets the resolver pick it per extra (refused where a pin would
 accept another extra's torch).
+
+WHEELHOUSE may also be a folder of ABI folders filled by hand (`uv build --wheel --out-dir
+wheelhouse/pt213cpu`, docs/deepspeed.md): no manifest, no pages. The torch each ABI was built
+against then comes from the wheels' ABI records; where torch comes from is not in a wheel, so
+it must be given (`--torch-index`) or left out on purpose (`--no-torch`), and the outputs that
+need pages (`--format simple`, `--base-url`, `--single-index`) ask for `abistamp index` first.
+Extras that no index of the output can satisfy are refused, never printed with exit code 0.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ class Route:
     torch_version: str | None
     torch_index: tuple[str, str] | None  # (url, "flat" | "simple")
     entries: list[dict[str, Any]]
+    # Why torch_index is None, for the error that asks for `--torch-index`.
+    torch_unknown: str = ""
+    accelerator: str = ""  # from the ABI records: `cpu`, `cu130`...
 
 
 def parse_extras(pairs: list[str]) -> list[tuple[str, str]]:
@@ -61,8 +71,55 @@ def parse_extras(pairs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def parse_torch_indexes(values: list[str], extras: list[tuple[str, str]]
+                        ) -> dict[str | None, tuple[str, str]]:
+    """`--torch-index [EXTRA=]URL_OR_FOLDER` -> {extra or None (every extra): (url, kind)}.
+
+    A URL is a PEP 503 index (as `https://download.pytorch.org/whl/cpu` is); a local folder of
+    torch wheels (a path, or a `file://` URL of a folder) is a flat index.
+    """
+    known = {e for e, _ in extras}
+    out: dict[str | None, tuple[str, str]] = {}
+    for value in values:
+        extra: str | None = None
+        target = value
+        head, sep, tail = value.partition("=")
+        if sep and _EXTRA.match(str(canonicalize_name(head.strip()))) and "/" not in head:
+            extra, target = str(canonicalize_name(head.strip())), tail.strip()
+            if extra not in known:
+                raise AbistampError(
+                    f"`--torch-index {value}` names the extra `{extra}`, which no `--extra` "
+                    "declares", "use one of: " + ", ".join(sorted(known)))
+        if extra in out:
+            raise AbistampError(
+                f"`--torch-index` is given twice for "
+                f"{f'the extra `{extra}`' if extra else 'every extra'}",
+                "give one index per extra (`--torch-index cpu=URL --torch-index cu130=URL`) or "
+                "one for all (`--torch-index URL`)")
+        out[extra] = _torch_index_of(target, value)
+    return out
+
+
+def _torch_index_of(target: str, value: str) -> tuple[str, str]:
+    if target.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        path = Path(unquote(urlparse(target).path))
+    elif "://" in target:
+        return (target, "simple")
+    else:
+        path = Path(target)
+    if not path.is_dir():
+        raise AbistampError(
+            f"`--torch-index {value}`: `{target}` is neither a URL nor a folder",
+            "give a PEP 503 index URL (such as https://download.pytorch.org/whl/cpu) or a "
+            "folder of torch wheels")
+    return (path.resolve().as_uri(), "flat")
+
+
 def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
-                packages: list[str] | None) -> list[Route]:
+                packages: list[str] | None,
+                torch_indexes: dict[str | None, tuple[str, str]] | None = None) -> list[Route]:
     if not wheelhouse.root.is_dir():
         raise AbistampError(f"the wheelhouse `{wheelhouse.root}` does not exist",
                             "pass the folder that `abistamp build -o` wrote")
@@ -90,21 +147,70 @@ def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
                    and (wanted is None or e.get("name") in wanted)]
         versions = {str((e.get("torch") or {}).get("version")) for e in entries
                     if (e.get("torch") or {}).get("version")}
-        torch_version = (str(max(versions, key=Version)) if versions
-                         else _torch_from_wheels(folder))
-        routes.append(Route(extra, label, by_name, torch_version, _torch_index(entries),
-                            entries))
+        records = _records(folder, [f for fs in by_name.values() for f in fs])
+        versions |= {str(r["torch"]) for r in records}
+        accelerators = sorted({str(r.get("accelerator") or "") for r in records})
+        torch_version = str(max(versions, key=Version)) if versions else None
+        given = (torch_indexes or {})
+        torch_index = given.get(extra) or given.get(None) or _torch_index(entries)
+        unknown = ""
+        if torch_index is None:
+            if not wheelhouse.manifest_path.is_file():
+                unknown = (f"`{wheelhouse.root}` has no `{wheelhouse.manifest_path.name}`: its "
+                           "wheels were not put there by `abistamp build`")
+            elif not entries:
+                unknown = (f"no build in `{wheelhouse.manifest_path}` made the wheels of "
+                           f"`{label}`: they were put there by hand, or stamped again")
+            else:
+                unknown = (f"`{wheelhouse.manifest_path}` records no torch index or find-links "
+                           f"for `{label}`: built with `--python ENV`, or the folder it named "
+                           "is gone")
+        routes.append(Route(extra, label, by_name, torch_version, torch_index, entries,
+                            unknown, accelerators[0] if len(accelerators) == 1 else ""))
     return routes
 
 
-def _torch_from_wheels(folder: Path) -> str | None:
+def _records(folder: Path, files: list[str]) -> list[dict[str, Any]]:
+    """The ABI records of these wheels; refuses a wheel with no record, or one whose record
+    names another ABI folder (as `abistamp index` does)."""
     from abistamp.core.stamp import read_wheel
 
-    for wheel in sorted(folder.glob("*.whl")):
-        record = read_wheel(wheel).abi_record
-        if record and record.get("torch"):
-            return str(record["torch"])
-    return None
+    found = []
+    for name in files:
+        record = read_wheel(folder / name).abi_record
+        if not record or not record.get("torch"):
+            raise AbistampError(
+                f"`{folder / name}` carries no abistamp ABI record, so the torch it needs is "
+                "unknown",
+                f"stamp it (`abistamp stamp {name} --python ENV -o DIR`, ENV having the torch it "
+                "was built with) or build it through the abistamp backend, or move it out of "
+                f"`{folder.name}/`")
+        if str(record.get("label") or "") != folder.name:
+            raise AbistampError(
+                f"`{folder / name}` is in the ABI folder `{folder.name}` but its ABI record "
+                f"says `{record.get('label')}`",
+                f"move it to a `{record.get('label')}/` folder beside `{folder.name}/`: an "
+                "extra routed to a folder gets every wheel in it")
+        found.append(record)
+    return found
+
+
+def check_torch_known(routes: list[Route]) -> None:
+    """Refuse to print extras that pin a torch no index of the configuration offers."""
+    missing = [r for r in routes if r.torch_index is None]
+    if not missing:
+        return
+    r = missing[0]
+    # PyTorch's own index has a folder per accelerator (cpu, cu130, rocm6.4...).
+    example = (f"https://download.pytorch.org/whl/{r.accelerator}"
+               if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", r.accelerator) else "URL")
+    raise AbistampError(
+        f"where torch {r.torch_version} for the extra `{r.extra}` (`{r.label}`) comes from is "
+        f"not known ({r.torch_unknown}), and without its index `uv lock` would not find "
+        f"`torch=={r.torch_version}`",
+        f"pass `--torch-index {r.extra}={example}` (a PEP 503 index, or a folder of torch "
+        "wheels) for each extra, or `--torch-index URL` for all, or `--no-torch` to configure "
+        "torch's index yourself")
 
 
 def _torch_index(entries: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -132,16 +238,18 @@ def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
     each extra, the newest wheel whose `Requires-Dist` torch pin the extra's torch satisfies.
     That is the right wheel only when no other ABI's wheel accepts that torch, which fails
     when two torches differ only in their local label and the pins do not carry it (FACTS.md:
-    `torch==2.5.*` and `==2.5.1` both accept 2.5.1+cu121 and 2.5.1+cu124).
+    `torch==2.5.*` and `==2.5.1` both accept 2.5.1+cu121 and 2.5.1+cu124), and always when
+    two ABI folders were built against the same torch (a label that tells apart something
+    the pin cannot, such as the CPU instruction set): the fix named is the one for the cause.
     """
-    from packaging.version import Version
-
     for b in routes:
         if not b.torch_version:
             continue
         torch = Version(b.torch_version)
         for a in routes:
-            for files in a.packages.values() if a is not b else ():
+            if a.label == b.label:
+                continue  # two extras routed to one folder get the same wheels anyway
+            for files in a.packages.values():
                 for fn in files:
                     pins = _torch_pins(wheelhouse.root / a.label / fn)
                     if all(p.specifier.contains(torch, prereleases=True) for p in pins):
@@ -150,9 +258,26 @@ def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
                             f"in one index extra `{b.extra}` (torch {b.torch_version}) could "
                             f"get `{a.label}/{fn}`: it has {shown}, which torch "
                             f"{b.torch_version} satisfies too",
-                            "stamp the wheels with exact pins (`-C abistamp.pin=exact`: the "
-                            "pin then carries torch's local label), or route each extra to its "
-                            "ABI folder (leave out `--single-index`)")
+                            _single_index_fix(a, b, pins))
+
+
+def _single_index_fix(a: Route, b: Route, pins: list[Requirement]) -> str:
+    routed = "route each extra to its ABI folder (leave out `--single-index`)"
+    if not pins:
+        return (f"stamp the wheels with a torch pin (`-C abistamp.pin=exact`), or {routed}")
+    if a.torch_version and Version(a.torch_version) == Version(str(b.torch_version)):
+        first, second = sorted((a.label, b.label))
+        return (f"`{first}` and `{second}` were built against the same torch "
+                f"{b.torch_version}, so no torch pin can tell them apart in one index: "
+                f"{routed}")
+    exact = all(len(p.specifier) == 1 and next(iter(p.specifier)).operator in ("==", "===")
+                and "*" not in next(iter(p.specifier)).version for p in pins)
+    if exact:
+        # torch==2.14.1 (a torch without a local label) also accepts 2.14.1+cu130.
+        return (f"the pin is exact already, but torch {a.torch_version} has no local label "
+                f"for it to carry, so it accepts torch {b.torch_version} too: {routed}")
+    return ("stamp the wheels with exact pins (`-C abistamp.pin=exact`: the pin then carries "
+            f"torch's local label), or {routed}")
 
 
 def _torch_pins(wheel: Path) -> list[Requirement]:
@@ -173,7 +298,11 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
            source_build: bool = False, single_index: bool = False) -> str:
     if single_index:
         check_single_index(wheelhouse, routes)
+    if with_torch:
+        check_torch_known(routes)
     fmt = fmt or ("simple" if single_index else "flat")
+    if not source_build:
+        check_pages(wheelhouse, routes, fmt, base_url, single_index)
     out: list[str] = []
     names = sorted({n for r in routes for n in r.packages})
     tags = _wheel_tags(wheelhouse, routes)
@@ -246,8 +375,10 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
                 items.append(f'    {{ index = "{index[0]}", extra = "{r.extra}" }},')
         if items:
             out += ["torch = [", *items, "]"]
-        elif source_build:
-            out.append("# torch comes from your default index")
+    else:
+        wanted = ", ".join(f"`torch=={r.torch_version}` for `{r.extra}`" for r in routes)
+        out.append(f"# torch is left to your configuration (`--no-torch`): {wanted} must come "
+                   "from an index it names")
     if single_index and not source_build:
         out += _index_table(SINGLE_INDEX, *_abi_url(wheelhouse, None, fmt, base_url))
     elif not source_build:
@@ -259,6 +390,44 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
                 "in a flat one") if source_build else None
         out += _index_table(name, url, kind, note)
     return "\n".join(out) + "\n"
+
+
+def check_pages(wheelhouse: Wheelhouse, routes: list[Route], fmt: str, base_url: str | None,
+                single_index: bool) -> None:
+    """Refuse an index URL whose page is missing or does not list a wheel it must offer.
+
+    A local ABI folder is read as a flat index without any page (uv lists the folder); a
+    PEP 503 index, the page over every ABI and anything served over HTTP need the pages that
+    `abistamp build` and `abistamp index` write, which a folder filled by hand lacks.
+    """
+    import html
+
+    needed: list[tuple[Path, str, str]] = []  # (page, wheel filename, why it is needed)
+    for r in routes:
+        for name, files in r.packages.items():
+            for fn in files:
+                if single_index:
+                    page = (wheelhouse.root / "simple" / name / "index.html" if fmt == "simple"
+                            else wheelhouse.root / ALL_PAGE)
+                    needed.append((page, fn, "`--single-index` points at it"))
+                elif fmt == "simple":
+                    needed.append((wheelhouse.root / r.label / "simple" / name / "index.html",
+                                   fn, "`--format simple` points at it"))
+                elif base_url:
+                    why = ("a folder served over HTTP is read through its index.html (static "
+                           "servers list no folders)")
+                    needed.append((wheelhouse.root / r.label / "index.html", fn, why))
+    pages: dict[Path, str] = {}
+    for page, fn, why in needed:
+        if page not in pages:
+            pages[page] = page.read_text(encoding="utf-8") if page.is_file() else ""
+        if f">{html.escape(fn)}<" not in pages[page]:
+            state = "does not list `" + fn + "`" if page.is_file() else "does not exist"
+            raise AbistampError(
+                f"`{page}` {state}, and {why}",
+                f"write the wheelhouse's pages and manifest with `abistamp index "
+                f"{wheelhouse.root} -o {wheelhouse.root}` (or `-o NEW` for a copy to publish, "
+                "then pass NEW)")
 
 
 def _index_table(name: str, url: str, kind: str, flat_note: str | None = None) -> list[str]:
@@ -353,6 +522,8 @@ DESCRIPTION = ("Print the pyproject.toml tables that make a uv project install e
 EPILOG = ("examples:\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra "
     "cu130=pt214cu130\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --format simple "
     "--base-url https://wheels.example.com/wh\n"
+    "  abistamp uv-config wheelhouse --extra cpu=pt213cpu --torch-index "
+    "cpu=https://download.pytorch.org/whl/cpu   # wheels built by hand\n"
     "  abistamp uv-config --check pyproject.toml   # exit 1 if uv would reuse a torch build\n")
 
 
@@ -372,6 +543,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the wheelhouse is served (default: its local file:// URL)")
     p.add_argument("--no-torch", action="store_true",
                    help="leave torch's index to your own configuration")
+    p.add_argument("--torch-index", action="append", default=[], metavar="[EXTRA=]URL",
+                   help="where the extra's torch comes from (every extra's without EXTRA=): a "
+                   "PEP 503 index URL or a folder of torch wheels; needed where the wheelhouse "
+                   "does not say (wheels built by hand), and wins over what it says")
     p.add_argument("--source-build", action="store_true",
                    help="configure source builds with match-runtime instead of the wheels")
     p.add_argument("--single-index", action="store_true",
@@ -388,7 +563,9 @@ def run(args: argparse.Namespace) -> int:
                             "`abistamp uv-config --check pyproject.toml`")
 
     wheelhouse = Wheelhouse(Path(args.wheelhouse))
-    routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
+    extras = parse_extras(args.extra)
+    routes = plan_routes(wheelhouse, extras, args.package or None,
+                         parse_torch_indexes(args.torch_index, extras))
     sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
                             with_torch=not args.no_torch, source_build=args.source_build,
                             single_index=args.single_index))

@@ -185,7 +185,7 @@ class Settings:
         origins: dict[str, str] = {}
         table, pyproject = read_tool_table(Path(project_dir))
         for key, raw in table.items():
-            field = _known(key, f"`tool.abistamp.{key}` in `{pyproject}`")
+            field = _known(key, f"key `tool.abistamp.{key}` in `{pyproject}`")
             values[field.attr] = _coerce(field, raw, f"`tool.abistamp.{key}` in `{pyproject}`")
             origins[field.attr] = f"`tool.abistamp.{key}` in `{pyproject}`"
         for key, raw in (config_settings or {}).items():
@@ -193,7 +193,7 @@ class Settings:
                 continue
             name = key[len(CONFIG_PREFIX):]
             where = f"config setting `{key}`"
-            field = _known(name, where, prefix=CONFIG_PREFIX)
+            field = _known(name, f"config setting `{key}`", prefix=CONFIG_PREFIX)
             if field.key == "backend":
                 raise AbistampError(
                     f"{where} cannot choose the wrapped backend: frontends ask which hooks exist "
@@ -276,11 +276,13 @@ def read_pyproject(path: Path) -> dict[str, Any]:
                             f"offset {e.start}", f"save `{path}` as UTF-8") from None
 
 
-def _known(key: str, where: str, prefix: str = "") -> Field:
+def _known(key: str, what: str, prefix: str = "") -> Field:
+    """The field of a key; `what` names the key and its source once, as the environment's
+    message does: "key `tool.abistamp.X` in `pyproject.toml`", "config setting `abistamp.X`"."""
     if key in FIELDS_BY_KEY:
         return FIELDS_BY_KEY[key]
     raise AbistampError(
-        f"unknown setting {where}",
+        f"unknown {what}",
         did_you_mean(key, FIELDS_BY_KEY,
                      f"known settings: {', '.join(prefix + k for k in FIELDS_BY_KEY)}", prefix),
     )
