@@ -277,6 +277,7 @@ def test_workflow_uses_only_keys_that_cells_have(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_run_locally_builds_two_cells_and_merges_them(
         tmp_path: Path, torch213_wheels: Path, torch214_wheels: Path) -> None:
     """The workflow's step commands, run on this machine by examples/ci/run-locally: the

@@ -108,6 +108,7 @@ def test_stamp_needs_an_abi_source(tmp_path: Path) -> None:
     assert "one of the arguments --python --abi-from is required" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_an_environment_without_records(torch213_wheels: Path, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0")
     result = cli("check", "--python", env.python)
@@ -118,6 +119,7 @@ def test_check_an_environment_without_records(torch213_wheels: Path, tmp_path: P
     assert data["torch"]["torch"] == env.torch == "2.13.0+cpu"
 
 
+@pytest.mark.slow
 def test_check_defaults_to_the_active_environment(env213: Env, tmp_path: Path) -> None:
     env = env213.env()  # VIRTUAL_ENV points at env213, as an activated venv would
     result = run([*ABISTAMP, "check"],

@@ -29,6 +29,8 @@ from .cli_support import (
 )
 from .conftest import Env, clean_env, read_record, run
 
+pytestmark = pytest.mark.slow
+
 WHEEL = "abistamp_probe-1.0.0+pt213cpu-1pt213cpu-py3-none-any.whl"
 
 

@@ -109,6 +109,7 @@ def backend_digest() -> str:
     return h.hexdigest()
 
 
+@pytest.mark.cuda
 def test_two_distinct_fully_stamped_wheels(ds_wheels: dict[str, tuple[Path, str]]) -> None:
     (cpu, cpu_hash), (cuda, cuda_hash) = ds_wheels["2.13.0+cpu"], ds_wheels["2.14.1"]
     assert cpu.name == (f"deepspeed-{DS_VERSION}+{cpu_hash}.pt213cpu-1pt213cpu-"
@@ -182,6 +183,7 @@ print(json.dumps([m.version("torch"), torch_info, record and json.loads(record)]
 """
 
 
+@pytest.mark.cuda
 def test_uv_project_switches_between_wheelhouse_builds(
         ds_wheels: dict[str, tuple[Path, str]], torch213_wheels: Path, torch214_wheels: Path,
         tmp_path: Path) -> None:
@@ -252,6 +254,7 @@ def switch_extras(project: Path, *, built_expected: bool) -> Path:
     return python
 
 
+@pytest.mark.cuda
 def test_uv_project_source_builds_switch_with_match_runtime(
         ds_sdist: Path, torch213_wheels: Path, torch214_wheels: Path, tmp_path: Path) -> None:
     indexes = {"cpu": simple_index(torch213_wheels), "cu130": simple_index(torch214_wheels)}

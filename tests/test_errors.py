@@ -16,6 +16,8 @@ import pytest
 from .cli_support import fresh_env
 from .conftest import Env, need, run, uv_bin
 
+pytestmark = pytest.mark.slow
+
 
 def build(project: Path, env: Env, tmp_path: Path, *args: str, **environ: str) -> str:
     out = tmp_path / "out"
@@ -45,6 +47,7 @@ def test_cuda_sources_with_a_cpu_torch(tiny: Path, env213: Env, tmp_path: Path) 
            "environment is a CPU build" in output
 
 
+@pytest.mark.cuda
 def test_nvcc_missing(tiny: Path, env214: Env, tmp_path: Path) -> None:
     empty = tmp_path / "no-cuda-here"
     empty.mkdir()
@@ -53,6 +56,7 @@ def test_nvcc_missing(tiny: Path, env214: Env, tmp_path: Path) -> None:
     assert "fix: install the CUDA 13.0 toolkit" in output
 
 
+@pytest.mark.cuda
 def test_nvcc_of_another_major_version(tiny: Path, env214: Env, tmp_path: Path) -> None:
     # The machine has one toolkit (13.0); an nvcc that reports 12.4 is the only way to show
     # the mismatch check. It answers --version and nothing else: nothing may compile.
@@ -65,6 +69,7 @@ def test_nvcc_of_another_major_version(tiny: Path, env214: Env, tmp_path: Path) 
     assert "is CUDA 12.4, but torch 2.14.1 was built with CUDA 13.0" in output
 
 
+@pytest.mark.cuda
 def test_toolkit_root_without_headers(tiny: Path, env214: Env, tmp_path: Path) -> None:
     root = tmp_path / "bare-root"
     (root / "bin").mkdir(parents=True)

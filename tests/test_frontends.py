@@ -17,6 +17,8 @@ from .conftest import Env, private_envs, read_dist_file, read_record, run, uv_bi
 # The probe is installed into these and removed again: this module's own (conftest.py).
 env213, env214 = private_envs("frontends")
 
+pytestmark = pytest.mark.slow
+
 PROBE = "abistamp_probe"
 
 
@@ -96,6 +98,7 @@ def test_pip_wheel_uses_prepared_metadata(probe: Path, env213: Env, tmp_path: Pa
 
 
 @pytest.mark.parametrize("frontend", ["pip", "uv"])
+@pytest.mark.cuda
 def test_install_from_directory(frontend: str, probe: Path, env213: Env, env214: Env,
                                 tmp_path: Path) -> None:
     """Install the same source tree under both torches: each gets its own build."""
@@ -119,6 +122,7 @@ def test_install_from_directory(frontend: str, probe: Path, env213: Env, env214:
         assert version == "1.0.0", "installers were promised 1.0.0 by prepare_metadata"
 
 
+@pytest.mark.cuda
 def test_two_torches_give_two_different_wheels(probe: Path, env213: Env, env214: Env,
                                                tmp_path: Path) -> None:
     names = {}

@@ -81,6 +81,7 @@ def merged(cells: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_merge_writes_every_page_with_working_links(cells: tuple[Path, Path],
                                                     merged: tuple[Path, Result]) -> None:
     out, result = merged
@@ -124,6 +125,7 @@ def test_merge_writes_every_page_with_working_links(cells: tuple[Path, Path],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tuple[Path, Result],
                                             tmp_path: Path) -> None:
     a, b = cells
@@ -164,6 +166,8 @@ def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tu
     assert [p.name for p in (tmp_path / "dup").glob("*/*.whl")] == [CPU]
 
 
+@pytest.mark.slow
+@pytest.mark.cuda
 def test_a_wheel_in_another_abis_folder_is_refused(cells: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     """The folder is the ABI's identity: a wheel in the wrong one, one without an ABI record
@@ -212,6 +216,7 @@ def test_inputs_that_are_not_wheelhouses(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_adding_a_cell_rewrites_only_what_changed(cells: tuple[Path, Path],
                                                   merged: tuple[Path, Result],
                                                   tmp_path: Path) -> None:
@@ -251,6 +256,7 @@ def installed(env: Env) -> tuple[list[float], str, str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
                                                   torch213_wheels: Path, torch214_wheels: Path,
                                                   tmp_path: Path) -> None:
@@ -277,6 +283,7 @@ def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_served_by_a_static_file_server(merged: tuple[Path, Result], tmp_path: Path) -> None:
     """The folder as it is, behind `python -m http.server`: pip finds each wheel through the
     PEP 503 index and through the flat page, and gets the bytes the hash fragment names."""
@@ -313,6 +320,7 @@ def single_index_project(folder: Path, config: str, torch214_wheels: Path) -> Pa
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
                                                   torch214_wheels: Path, tmp_path: Path) -> None:
     out = merged[0]
@@ -359,6 +367,7 @@ def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
         cells: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = cells
