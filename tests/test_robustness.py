@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -184,19 +184,30 @@ def test_a_killed_builds_scratch_folder_is_removed_by_the_next(probe: Path, env2
     assert len(list(out.glob("*.whl"))) == 1
 
 
-def compilers_of(session: int) -> list[int]:
-    """The compiler processes (cc1plus) of one process session."""
+def session_processes(session: int, comm: str | None = None) -> list[int]:
+    """The processes of one process session (all of them, or those named comm)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() == "cc1plus" and \
-                    os.getsid(int(entry.name)) == session:
+            if os.getsid(int(entry.name)) == session and \
+                    (comm is None or (entry / "comm").read_text().strip() == comm):
                 found.append(int(entry.name))
         except (OSError, ProcessLookupError):
             continue  # gone meanwhile
     return found
+
+
+def compilers_of(session: int) -> list[int]:
+    """The compiler processes (cc1plus) of one process session."""
+    return session_processes(session, "cc1plus")
+
+
+def kill_session(session: int) -> None:
+    for pid in session_processes(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -205,11 +216,23 @@ def test_interrupting_a_real_compile_leaves_no_wheel_and_the_next_build_works(
     """`python -m build` of tiny-ext, interrupted while the C++ compiler runs: Ctrl-C as a
     terminal sends it (SIGINT to the whole foreground group), then SIGKILL to the whole tree
     (what a CI timeout does). Neither leaves a wheel or anything but a scratch folder that the
-    next build removes; the next build makes a whole wheel."""
+    next build removes; the next build makes a whole wheel.
+
+    The compiler is held mid-compile by the test, not caught by a sleep: the source includes a
+    FIFO, and the C++ compiler (cc1plus) waits in its open() until someone writes to it, which
+    the test never does while it interrupts. For the last build the FIFO becomes an empty file.
+
+    SIGKILL goes to every process of the build's session: ninja starts each compile in a
+    process group of its own, so a SIGKILL to the build's group alone orphans the compilers,
+    which run on until they finish (a CI runner's timeout kills the whole tree).
+    """
+    gate = tmp_path / "gate.h"
+    os.mkfifo(gate)
+    source = tiny / "csrc" / "tiny.cpp"
+    source.write_text(f'#include "{gate}"\n' + source.read_text())
     out = tmp_path / "out"
     cmd = [str(env213.python), "-m", "build", "--wheel", "--no-isolation", "-o", str(out),
            str(tiny)]
-    rng = random.Random(7)
     for sig in (signal.SIGINT, signal.SIGKILL):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=env213.env(MAX_JOBS="1"),
@@ -219,19 +242,29 @@ def test_interrupting_a_real_compile_leaves_no_wheel_and_the_next_build_works(
             assert proc.poll() is None, proc.communicate()[0][-3000:]
             assert time.monotonic() < deadline, "the compiler never started"
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.2, 1.5))  # somewhere inside the compile
-        assert proc.poll() is None, "the build ended before it could be interrupted"
-        os.killpg(proc.pid, sig)
-        output = proc.communicate(timeout=120)[0]
+        assert proc.poll() is None, "the build ended while its compiler waits on the gate"
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            kill_session(proc.pid)
+        try:
+            output = proc.communicate(timeout=120)[0]
+            # The compilers end with the build (with SIGINT, ninja passes it on to them); a
+            # compiler left waiting on the gate would wait forever.
+            deadline = time.monotonic() + 30
+            while compilers_of(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            left = compilers_of(proc.pid)
+        finally:
+            kill_session(proc.pid)  # nothing may wait on the gate after the test
         assert proc.returncode != 0, output[-3000:]
-        deadline = time.monotonic() + 30
-        while compilers_of(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert compilers_of(proc.pid) == [], "a compiler outlived the interrupted build"
+        assert left == [], f"a compiler outlived the interrupted build ({sig!r})"
         if out.exists():
             assert not list(out.rglob("*.whl")), f"{sig!r} left a wheel: {list(out.rglob('*'))}"
             assert all(p.name.startswith(".abistamp-") for p in out.iterdir()), \
                 list(out.iterdir())
+    gate.unlink()
+    gate.write_text("")
     run(cmd, env=env213.env(MAX_JOBS="1"))
     wheels = list(out.iterdir())
     assert [p.suffix for p in wheels] == [".whl"], wheels  # the scratch folders are gone
