@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from .cli_support import ABISTAMP, cli, fresh_env, manifest, summary_rows, traced_cli
+from .cli_support import (
+    ABISTAMP,
+    cli,
+    fresh_env,
+    manifest,
+    network_used,
+    summary_rows,
+    traced_cli,
+)
 from .conftest import clean_env, read_record, run, uv_bin
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda]
@@ -66,12 +73,15 @@ def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str]]) -> None:
 
 
 def test_a_release_in_the_wheelhouse_is_skipped_without_the_network(
-        ds_wh: tuple[Path, list[str]]) -> None:
-    cmd = ds_wh[1]
-    start = time.monotonic()
-    result = run(cmd, env=clean_env(PIP_INDEX_URL="http://127.0.0.1:9/nowhere"))
-    assert time.monotonic() - start < 1.0
+        ds_wh: tuple[Path, list[str]], tmp_path: Path) -> None:
+    """Its time is a benchmark row (docs/performance.md); the test holds why it is fast: no
+    process started (no pip, no uv, no interpreter), no torch imported, no connection made."""
+    args = ds_wh[1][len(ABISTAMP):]
+    trace = tmp_path / "trace.json"
+    result, spawned, torch_imported = traced_cli(trace, *args)
     assert summary_rows(result.stdout)["torch==2.13.0"][0] == "skipped"
+    assert spawned == [] and not torch_imported, spawned
+    assert network_used(trace) == []
     assert "downloading" not in result.stderr
 
 
@@ -98,6 +108,7 @@ def test_check_passes_a_matched_environment(ds_wh: tuple[Path, list[str]],
     # (nvidia-smi is asked only on a machine that has one, for the GPU's arch).
     assert [cmd for cmd in spawned if "nvidia-smi" not in cmd[0]] == [], spawned
     assert not torch_imported
+    assert network_used(tmp_path / "trace.json") == []
 
 
 def test_check_finds_deepspeed_built_for_another_torch(mismatched: Path) -> None:

@@ -12,6 +12,7 @@ import html.parser
 import json
 import re
 import shutil
+import sys
 import urllib.parse
 import zipfile
 from pathlib import Path
@@ -268,7 +269,7 @@ def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
         env = fresh_env(tmp_path / label, wheels, f"torch=={torch}")
         # Naming torch keeps the installers from taking the newest tiny-ext and replacing the
         # environment's torch for it (FACTS: the wheelhouse flow).
-        pip = ["python3", "-m", "pip", "--python", env.python, "install", "-q",
+        pip = [sys.executable, "-m", "pip", "--python", env.python, "install", "-q",
                "--find-links", wheels, "tiny-ext", f"torch=={torch}"]
         uv = [uv_bin(), "pip", "install", "-p", env.python, "--find-links", wheels, "tiny-ext",
               f"torch=={torch}"]
@@ -299,7 +300,7 @@ def test_served_by_a_static_file_server(merged: tuple[Path, Result], tmp_path: P
         for where, wheel in ((["--index-url", f"{url}/simple/"], CPU),
                              (["--no-index", "--find-links", f"{url}/all.html"], CUDA)):
             version = wheel.split("-")[1]
-            run(["python3", "-m", "pip", "download", "--no-deps", "-d", tmp_path, *where,
+            run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp_path, *where,
                  f"tiny-ext=={version}"], env=pip_env())
             label = version.split("+")[1]
             assert sha256(tmp_path / wheel) == sha256(merged[0] / label / wheel)
@@ -389,7 +390,11 @@ def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
     assert (f"in one index extra `cu130` (torch 2.14.1) could get `pt213cpu/{wheel.name}`: "
             "it has no torch pin, which torch 2.14.1 satisfies too") in line
     assert "(fix: stamp the wheels with exact pins" in line
-    # Routed per extra, the same wheelhouse is fine.
-    assert cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130"
-               ).returncode == 0
+    # Routed per extra, the same wheelhouse is fine: each extra gets its ABI's index.
+    routed = cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130"
+                 ).stdout
+    assert ('tiny-ext = [\n    { index = "abistamp-pt213cpu", extra = "cpu" },\n'
+            '    { index = "abistamp-pt214cu130", extra = "cu130" },\n]') in routed, routed
+    assert 'conflicts = [[{ extra = "cpu" }, { extra = "cu130" }]]' in routed
+    assert 'cpu = ["torch==2.13.0+cpu", "tiny-ext"]' in routed
 
