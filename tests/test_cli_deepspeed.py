@@ -37,8 +37,11 @@ def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
           torch214_wheels: Path) -> tuple[Path, list[str]]:
     base = tmp_path_factory.mktemp("ds")
     wheelhouse = base / "wh"
+    # `portable-cpu`: the CPU op is compiled for x86-64-v3, not this builder's CPU
+    # (test_deepspeed.py builds with the default, -march=native).
     cpu = [*ABISTAMP, "build", DS, "--torch", "torch==2.13.0", "-f", str(torch213_wheels),
-           "--env", "DS_BUILD_CPU_ADAGRAD=1", "-o", str(wheelhouse), "--work-dir", str(base / "w")]
+           "--env", "DS_BUILD_CPU_ADAGRAD=1", "-C", "abistamp.portable-cpu=true",
+           "-o", str(wheelhouse), "--work-dir", str(base / "w")]
     cuda = [*ABISTAMP, "build", DS, "--torch", "torch==2.14.1", "-f", str(torch214_wheels),
             "-o", str(wheelhouse), "--work-dir", str(base / "w")]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -62,6 +65,15 @@ def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str]]) -> None:
     assert cpu["profile"]["torch_info"]["version"] == "2.13"
     assert cpu["profile"]["installed_ops"] == ["cpu_adagrad"]
     assert cpu["profile"]["cpu"]["flags"], "CPU ops record the instruction sets they assume"
+    # portable-cpu reached DeepSpeed's own op builder: its compile used the portable flags.
+    assert (cpu["profile"]["cpu"]["machine"], cpu["profile"]["cpu"]["march"]) == (
+        "x86_64", "x86-64-v3")
+    (log,) = [p for p in (wheelhouse.parent / "w" / "logs").glob("*.log")
+              if "cpu_adagrad" in p.read_text()]
+    compiles = [ln for ln in log.read_text().splitlines() if "cpu_adagrad.cpp" in ln
+                and " -c " in ln]
+    assert compiles and all("-march=x86-64-v3" in ln and "-march=native" not in ln
+                            for ln in compiles), compiles[:1]
     assert cuda["profile"]["torch_info"]["version"] == "2.14"
     assert cuda["profile"]["torch_info"]["cuda_version"] == "13.0"
     assert cuda["profile"]["accelerator_name"] == "cuda"  # GPU-less builder, CUDA torch
@@ -138,7 +150,7 @@ def test_check_reads_torch_info_of_an_unstamped_deepspeed(mismatched: Path) -> N
 def test_inspect_shows_the_profile(ds_wh: tuple[Path, list[str]]) -> None:
     out = cli("inspect", ds_wh[0] / "pt213cpu" / CPU).stdout
     assert "  profile       deepspeed: ops cpu_adagrad; torch_info 2.13 cuda 0.0\n" in out
-    assert "  cpu           x86_64 -march=native (" in out
+    assert "  cpu           x86_64 -march=x86-64-v3 (" in out
 
 
 def test_stamp_refuses_the_abi_of_another_torch(ds_wh: tuple[Path, list[str]], tmp_path: Path
