@@ -246,12 +246,13 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from abistamp.core.abi import TorchABI
 from abistamp.core.labels import build_tag, stamped_version
-from abistamp.core.stamp import Stamp, stamp_wheel
+from abistamp.core.record import Stamp, abi_fields
+from abistamp.core.stamp import stamp_wheel
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir()
 abi = TorchABI("2.13.0+cpu")
 stamp = Stamp(stamped_version("1.0", "pt213cpu"), build_tag(1, "pt213cpu"),
-              ("torch==2.13.0+cpu",), abi.as_record())
+              ("torch==2.13.0+cpu",), abi_fields(abi))
 def timed(fn):
     # Flush the other side's dirty pages first: a writer that starts while 1 GiB of someone
     # else's writes is pending gets throttled by the kernel for them.

@@ -79,3 +79,18 @@ def test_a_build_loads_no_command_line_module(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(PACKAGE.parent), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_module_map_in_the_docs_matches_the_tree() -> None:
+    """docs/architecture.md names every module of the package, and no module that is gone."""
+    import re
+
+    docs = (PACKAGE.parent.parent / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`([a-z_]+\.py)`", docs)) | set(re.findall(r"`([a-z_]+)/`", docs))
+    tree = {p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    tree |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    tree |= {p.name for p in (PACKAGE / "core").iterdir() if (p / "__init__.py").is_file()}
+    assert tree <= named, f"not in docs/architecture.md: {sorted(tree - named)}"
+    gone = {n for n in named if n.endswith(".py") and n not in tree
+            and n != "__init__.py" and not n.startswith(("test_", "probe_"))}
+    assert not gone, f"docs/architecture.md names modules that do not exist: {sorted(gone)}"

@@ -160,9 +160,10 @@ def test_corrupt_wheels_given_to_stamp(tmp_path: Path) -> None:
 
     from abistamp.core.abi import TorchABI
     from abistamp.core.errors import AbistampError
-    from abistamp.core.stamp import Stamp, stamp_wheel
+    from abistamp.core.record import Stamp, abi_fields
+    from abistamp.core.stamp import stamp_wheel
 
-    stamp = Stamp(None, "1pt213cpu", (), TorchABI("2.13.0+cpu").as_record())
+    stamp = Stamp(None, "1pt213cpu", (), abi_fields(TorchABI("2.13.0+cpu")))
     good = tmp_path / "ok-1.0-py3-none-any.whl"
     with zipfile.ZipFile(good, "w") as zf:
         zf.writestr("ok-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ok\nVersion: 1.0\n")

@@ -20,7 +20,7 @@ import yaml  # the `test` extra brings pyyaml
 
 from abistamp.cli.main import build_parser
 from abistamp.core.errors import AbistampError
-from abistamp.core.settings import (
+from abistamp.core.matrix_settings import (
     ACCELERATOR_FIELDS,
     MATRIX_FIELDS,
     Accelerator,

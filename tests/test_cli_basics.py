@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import zipfile
 from pathlib import Path
 
@@ -175,3 +176,21 @@ def test_cuda_arch_rules_of_check() -> None:
     assert arch_problems("8.0;9.0+PTX", ["12.0"]) == []
     (problem,) = arch_problems("7.5 8.0", ["9.0"])
     assert problem == "compiled for CUDA archs 7.5 8.0; this GPU is sm_9.0"
+
+
+def test_top_level_help_in_docs_is_the_real_one() -> None:
+    """docs/cli.md shows `abistamp --help` verbatim; regenerate the block when a command or its
+    summary changes."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    block = docs.split("$ abistamp --help\n", 1)[1].split("```", 1)[0]
+    assert block == cli("--help").stdout
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    """The registry is lazy, as pip's: `abistamp check` loads no other command's module."""
+    code = ("import sys\nfrom abistamp.cli.main import main\n"
+            "try:\n    main(['check', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(n for n in sys.modules if n.startswith('abistamp.cli.')), "
+            "file=sys.stderr)\n")
+    loaded = run([sys.executable, "-c", code]).stderr.strip()
+    assert loaded == "['abistamp.cli.check', 'abistamp.cli.common', 'abistamp.cli.main']", loaded

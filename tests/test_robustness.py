@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from abistamp.core.abi import TorchABI
 from abistamp.core.labels import build_tag, stamped_version
-from abistamp.core.stamp import Stamp, stamp_wheel
+from abistamp.core.record import Stamp, abi_fields
+from abistamp.core.stamp import stamp_wheel
 where, _, nth = sys.argv[4].partition(":")
 copies = 0
 
@@ -58,7 +59,7 @@ sys.setprofile(profile)
 abi = TorchABI("2.13.0+cpu")
 stamp_wheel(Path(sys.argv[1]), Path(sys.argv[2]),
             Stamp(stamped_version("1.0", "pt213cpu"), build_tag(1, "pt213cpu"),
-                  ("torch==2.13.0+cpu",), abi.as_record()))
+                  ("torch==2.13.0+cpu",), abi_fields(abi)))
 sys.setprofile(None)
 print("copies", copies, flush=True)
 """

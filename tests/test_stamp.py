@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from packaging.utils import parse_wheel_filename
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
 from abistamp.core.labels import build_tag, render_label, stamped_version, torch_pin
-from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+from abistamp.core.record import Stamp, abi_fields
+from abistamp.core.stamp import read_wheel, stamp_wheel
 
 from .conftest import read_dist_file, read_record, run
 
@@ -28,7 +30,7 @@ def plan(abi: TorchABI, version: str | None) -> Stamp:
     pin = str(torch_pin(abi, "auto"))
     return Stamp(version=stamped_version(version, label) if version else None,
                  build_tag=build_tag(1, label), requires=(pin,),
-                 record={**abi.as_record(), "label": label})
+                 record={**abi_fields(abi), "label": label})
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +210,8 @@ def test_a_corrupt_member_is_named_with_its_wheel(plain_wheel: Path, tmp_path: P
 def test_build_tag_off_keeps_the_wrapped_backends_own_tag(tmp_path: Path) -> None:
     """`build-tag = false` means abistamp adds none: a tag the project's backend gave its wheel
     (`bdist_wheel --build-number 7`) stays, and abistamp's own from an earlier stamp goes."""
-    from abistamp.core.plan import make_stamp
     from abistamp.core.settings import Settings
+    from abistamp.core.stamp import make_stamp
 
     wheel = _craft(tmp_path / "tagged-1.0-7-py3-none-any.whl", _hashed({
         "tagged/__init__.py": b"",
@@ -242,3 +244,38 @@ def test_metadata_fields_read_as_an_email_parser_does() -> None:
     assert metadata_fields(data, "Requires-Dist") == ["numpy", "torch==2.13.*"]
     assert metadata_fields(data, "requires-python") == [">=3.10"]
     assert metadata_fields(data, "Dynamic") == []
+
+
+def test_the_record_model_matches_the_documented_schema(plain_wheel: Path, tmp_path: Path
+                                                        ) -> None:
+    """core/record.py knows every key docs/abi-record.md documents; a stamped wheel's record
+    reads back as written, gives back its ABI, and a re-stamp from it changes only what asks."""
+    from abistamp.core.record import FIELD_TYPES, from_json, restamp, to_abi, to_json
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "abi-record.md").read_text()
+    table = docs.split("## Schema 1", 1)[1].split("###", 1)[0]
+    documented = {k for row in table.splitlines() if row.startswith("| `")
+                  for k in re.findall(r"`([a-z_0-9]+)`", row.split("|")[1])}
+    assert documented == set(FIELD_TYPES)
+    out = stamp_wheel(plain_wheel, tmp_path / "a", plan(CPU, "1.2.0"))
+    record = read_wheel(out).abi_record
+    assert record is not None and from_json(to_json(record), "x") == record
+    assert to_abi(record) == CPU
+    again = stamp_wheel(out, tmp_path / "b", restamp(record, build_tag="2pt213cpu"))
+    assert again.name == "demo_pkg-1.2.0+pt213cpu-2pt213cpu-py3-none-any.whl"
+    assert read_wheel(again).abi_record == {**record, "build_tag": "2pt213cpu"}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[1]", "holds a JSON list, not an object"),
+    ('{"torch": 2.13}', "`torch` is 2.13, not a string"),
+    ('{"schema": true}', "`schema` is true, not an integer"),
+    ('{"cuda": 13}', "`cuda` is 13, not a string or null"),
+    ("{", "is not JSON"),
+])
+def test_a_malformed_record_is_refused_naming_the_key(text: str, words: str) -> None:
+    from abistamp.core.record import from_json
+
+    with pytest.raises(AbistampError, match=re.escape(words)) as e:
+        from_json(text, "`w.whl`'s `abistamp.json`")
+    assert str(e.value).startswith("`w.whl`'s `abistamp.json`") and e.value.fix

@@ -21,7 +21,7 @@ once; subprocesses run in their own process group and die with the run on Ctrl-C
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -32,12 +32,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-import tempfile
 import threading
 import time
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
@@ -46,201 +43,39 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from abistamp import __version__
+from abistamp.core.atomic import file_lock
 from abistamp.core.errors import AbistampError
+from abistamp.core.process import cpu_count
 
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    parse_config,
+    parse_pairs,
+    say,
+    table,
+)
+from .runner import RUNNER, Processes, find_uv
+from .sources import SDIST_SUFFIXES, Source, copy_tree, resolve_source, unpack_sdist
+from .variants import (
+    BuildFailed,
+    Cancelled,
+    Outcome,
+    Plan,
+    Say,
+    Variant,
+    recorded_environ,
+    variant_key,
+)
 from .wheelhouse import Wheelhouse, sha256_file
 
-#: Environment variables that change what a build produces: recorded, and part of the key.
-BUILD_ENV_PREFIXES = ("ABISTAMP_", "DS_BUILD_", "DS_ACCELERATOR", "DS_ENABLE_NINJA")
-BUILD_ENV_NAMES = frozenset({
-    "TORCH_CUDA_ARCH_LIST", "CUDA_HOME", "CUDA_PATH", "ROCM_HOME", "CC", "CXX", "CFLAGS",
-    "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "NVCC_APPEND_FLAGS", "NVCC_PREPEND_FLAGS",
-    "SOURCE_DATE_EPOCH", "DS_BUILD_STRING",
-})
-# Not part of a source tree's content: version control, build outputs, caches, environments.
-_SKIP_TOP = frozenset({"build", "dist", ".eggs"})
-_SKIP_ANY = frozenset({".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache",
-                       ".pytest_cache", ".ruff_cache", "node_modules"})
-_SKIP_SUFFIXES = (".pyc", ".pyo", ".o", ".obj", ".so", ".pyd", ".dylib", ".dll")
-SDIST_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 DEFAULT_SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip member can have
 PEP518_DEFAULT_REQUIRES = ["setuptools>=40.8.0", "wheel"]
 BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
 
 
-class BuildFailed(Exception):
-    """One variant failed; the message is one line."""
-
-
-class Cancelled(Exception):
-    pass
-
-
-# --- sources ------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    kind: str  # "tree", "sdist" or "requirement"
-    spec: str  # the absolute path, or the requirement as given
-    path: Path | None  # the tree or sdist file; for a requirement, the sdist once fetched
-    digest: str  # "sha256:..." of the content; "" for a requirement not fetched yet
-
-    def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "spec": self.spec, "digest": self.digest}
-
-    def key_part(self) -> dict[str, str]:
-        # A requirement pins a release, whose sdist an index never changes: the key can be
-        # known without fetching it, which keeps the skip check off the network.
-        if self.kind == "requirement":
-            return {"kind": self.kind, "spec": self.spec}
-        return {"kind": self.kind, "digest": self.digest}
-
-
-def resolve_source(text: str, skip: list[Path]) -> Source:
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not ((path / "setup.py").is_file() or (path / "pyproject.toml").is_file()):
-            raise AbistampError(f"SOURCE `{text}` is a folder with neither setup.py nor "
-                                "pyproject.toml", "pass the root of a Python project")
-        return Source("tree", str(path.resolve()), path.resolve(), tree_digest(path, skip))
-    if path.is_file():
-        if path.name.endswith(".whl"):
-            raise AbistampError(f"SOURCE `{text}` is a wheel, which is already built",
-                                "stamp it with `abistamp stamp`, or pass its sdist or tree")
-        if not path.name.endswith(SDIST_SUFFIXES):
-            raise AbistampError(f"SOURCE `{text}` is a file but not an sdist "
-                                f"({', '.join(SDIST_SUFFIXES)})",
-                                "pass a source tree, an sdist or `name==version`")
-        return Source("sdist", str(path.resolve()), path.resolve(),
-                      "sha256:" + sha256_file(path))
-    try:
-        req = Requirement(text)
-    except InvalidRequirement:
-        req = None
-    specs = list(req.specifier) if req else []
-    if (req is None or req.url or len(specs) != 1 or specs[0].operator not in ("==", "===")
-            or specs[0].version.endswith(".*")):
-        raise AbistampError(f"SOURCE `{text}` is neither a folder, an sdist file nor an exact "
-                            "`name==version` requirement",
-                            "pass a source tree, an sdist, or a pinned release such as "
-                            "`deepspeed==0.19.8`")
-    return Source("requirement", str(req), None, "")
-
-
-def tree_digest(root: Path, skip: list[Path]) -> str:
-    """A digest of a source tree's files (names and bytes), without build outputs.
-
-    In a git checkout the commit goes in too: versions like DeepSpeed's `+<hash>` come from it.
-    """
-    h = hashlib.sha256()
-    for rel, path in sorted(_tree_files(root, skip)):
-        h.update(rel.encode() + b"\0")
-        if path.is_symlink():
-            h.update(b"L" + os.readlink(path).encode())
-        else:
-            h.update(hashlib.sha256(path.read_bytes()).digest())
-    head = git_head(root)
-    if head:
-        h.update(b"git:" + head.encode())
-    return "sha256:" + h.hexdigest()
-
-
-def _tree_files(root: Path, skip: list[Path]) -> Iterator[tuple[str, Path]]:
-    skip_set = {p.resolve() for p in skip}
-    root = root.resolve()
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        keep = []
-        for d in sorted(dirs):
-            full = here / d
-            if (_skip_dir(d, here == root) or full in skip_set
-                    or (full / "pyvenv.cfg").is_file()):
-                continue
-            keep.append(d)
-        dirs[:] = keep
-        for f in files:
-            if f.endswith(_SKIP_SUFFIXES) or (here == root and f == "pyvenv.cfg"):
-                continue
-            full = here / f
-            yield full.relative_to(root).as_posix(), full
-
-
-def _skip_dir(name: str, top: bool) -> bool:
-    return name in _SKIP_ANY or name.endswith(".egg-info") or (top and name in _SKIP_TOP)
-
-
-def git_head(root: Path) -> str | None:
-    """The commit of a git checkout, read from .git without running git."""
-    git = root / ".git"
-    if git.is_file():  # a worktree or submodule: `gitdir: PATH`
-        text = git.read_text(encoding="utf-8", errors="replace").strip()
-        if not text.startswith("gitdir:"):
-            return None
-        git = (root / text.split(":", 1)[1].strip()).resolve()
-    head_file = git / "HEAD"
-    if not head_file.is_file():
-        return None
-    head = head_file.read_text(encoding="utf-8").strip()
-    if not head.startswith("ref:"):
-        return head
-    ref = head.split(":", 1)[1].strip()
-    for base in (git, _common_dir(git)):
-        ref_file = base / ref
-        if ref_file.is_file():
-            return ref_file.read_text(encoding="utf-8").strip()
-        packed = base / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text(encoding="utf-8").splitlines():
-                if line.endswith(" " + ref):
-                    return line.split(" ", 1)[0]
-    return head
-
-
-def _common_dir(git: Path) -> Path:
-    common = git / "commondir"
-    if common.is_file():
-        return (git / common.read_text(encoding="utf-8").strip()).resolve()
-    return git
-
-
-def copy_tree(src: Path, dest: Path, skip: list[Path]) -> None:
-    """Copy a source tree without its build outputs; `.git` becomes a link to the original."""
-    for rel, path in _tree_files(src, skip):
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_symlink():
-            os.symlink(os.readlink(path), target)
-        else:
-            shutil.copy2(path, target)
-    if (src / ".git").exists():
-        # Versions read from git (`+<hash>`) must come out as in the checkout.
-        os.symlink((src / ".git").resolve(), dest / ".git")
-
-
-def unpack_sdist(sdist: Path, dest: Path) -> Path:
-    """Unpack an sdist into dest and return its project folder (the one top-level folder)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        if sdist.name.endswith(".zip"):
-            with zipfile.ZipFile(sdist) as zf:
-                for name in zf.namelist():
-                    from abistamp.core.stamp import check_member_name
-
-                    check_member_name(name, sdist)
-                zf.extractall(dest)
-        else:
-            with tarfile.open(sdist) as tar:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(dest, filter="data")
-                else:  # pragma: no cover - Python < 3.10.12
-                    tar.extractall(dest)
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
-        raise BuildFailed(f"`{sdist.name}` cannot be unpacked: {e}") from None
-    tops = [p for p in dest.iterdir()]
-    if len(tops) == 1 and tops[0].is_dir():
-        return tops[0]
-    return dest
+# --- fetching a release ----------------------------------------------------------------------
 
 
 def fetch_sdist(req: str, dest: Path, uv: str | None, work_root: Path) -> Path:
@@ -280,216 +115,7 @@ def fetch_sdist(req: str, dest: Path, uv: str | None, work_root: Path) -> Path:
     return found[0]
 
 
-# --- the plan -----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    torch: str | None  # a torch requirement, or None to use the environment's own torch
-    python: Path  # the interpreter new environments are made from, or the existing one
-
-    @property
-    def existing(self) -> bool:
-        return self.torch is None
-
-    @property
-    def name(self) -> str:
-        return self.torch or f"--python {self.python}"
-
-
-@dataclasses.dataclass
-class Plan:
-    source: Source
-    wheelhouse: Wheelhouse
-    variants: list[Variant]
-    index_url: str | None = None
-    extra_index_urls: list[str] = dataclasses.field(default_factory=list)
-    find_links: list[str] = dataclasses.field(default_factory=list)
-    config: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
-    environ: dict[str, str] = dataclasses.field(default_factory=dict)  # --env and recorded
-    rebuild: bool = False
-    jobs: int = 1
-    repair: str | None = None  # an auditwheel policy (or "auto") to repair each new wheel to
-    work_root: Path = dataclasses.field(
-        default_factory=lambda: Path(tempfile.gettempdir()) / f"abistamp-{os.getuid()}")
-
-    def torch_from(self) -> dict[str, Any]:
-        return {"index_url": self.index_url, "extra_index_urls": list(self.extra_index_urls),
-                "find_links": list(self.find_links)}
-
-    def index_args(self) -> list[str]:
-        args = []
-        if self.index_url:
-            args += ["--index-url", self.index_url]
-        for url in self.extra_index_urls:
-            args += ["--extra-index-url", url]
-        for link in self.find_links:
-            args += ["--find-links", link]
-        return args
-
-
-def recorded_environ(explicit: dict[str, str]) -> dict[str, str]:
-    """The build environment variables that go into the key: ours by name, and --env."""
-    found = {k: v for k, v in os.environ.items()
-             if k.startswith(BUILD_ENV_PREFIXES) or k in BUILD_ENV_NAMES}
-    return dict(sorted({**found, **explicit}.items()))
-
-
-def variant_key(plan: Plan, variant: Variant) -> tuple[str, dict[str, Any]]:
-    from .envs import installed_torch, python_version
-
-    fields: dict[str, Any] = {
-        "source": plan.source.key_part(),
-        "config": plan.config,
-        "environ": plan.environ,
-        "python": python_version(variant.python),
-    }
-    if plan.repair is not None:
-        # A repaired wheel is another file than the plain one: not a skip of the other.
-        fields["repair"] = plan.repair
-    if variant.existing:
-        torch = installed_torch(variant.python)
-        if torch is None:
-            raise AbistampError(f"`--python {variant.python}` has no torch installed",
-                                "install torch there, or build with `--torch SPEC` instead")
-        fields["torch"] = {"installed": torch.torch_version, "accelerator": torch.accelerator,
-                           "environment": str(variant.python)}
-    else:
-        fields["torch"] = {"requirement": variant.torch, **plan.torch_from()}
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest(), fields
-
-
-@dataclasses.dataclass
-class Outcome:
-    variant: Variant
-    status: str  # "built", "skipped", "failed" or "cancelled"
-    note: str = ""
-    entry: dict[str, Any] | None = None
-    seconds: float = 0.0
-    log: Path | None = None
-
-
-Say = Callable[["Variant | None", str], None]
-
-
 # --- running ------------------------------------------------------------------------------------
-
-
-class Processes:
-    """Child processes of all variants, so that an interrupt can end every one of them."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.running: set[subprocess.Popen[bytes]] = set()
-        self.cancelled = threading.Event()
-
-    def run(self, cmd: list[str], *, log: IO[str], cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> int:
-        if self.cancelled.is_set():
-            raise Cancelled
-        shown = [("'<abistamp hook runner>'" if arg == RUNNER else arg) for arg in cmd]
-        log.write("$ " + " ".join(shown) + "\n")
-        log.flush()
-        # A session of its own: the compiler and its children go when we end the group.
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        with self.lock:
-            self.running.add(proc)
-        try:
-            rc = proc.wait()
-        finally:
-            with self.lock:
-                self.running.discard(proc)
-        if self.cancelled.is_set():
-            raise Cancelled
-        return rc
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-        with self.lock:
-            procs = list(self.running)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
-            deadline = time.monotonic() + 5
-            while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-# The hooks, run by the build environment's python with the source copy as cwd. It dies with
-# abistamp (PR_SET_PDEATHSIG) so that a killed run leaves no build behind.
-RUNNER = r"""
-import json, os, sys
-spec = json.loads(sys.argv[1])
-try:
-    import ctypes
-    ctypes.CDLL(None).prctl(1, 9)
-    if os.getppid() != spec["parent"]:
-        sys.exit(1)
-except Exception:
-    pass
-sys.path[:0] = [spec["abistamp"], *spec["backend_path"]]
-
-def done(value):
-    with open(spec["result"], "w") as f:
-        json.dump(value, f)
-
-for module in ("setuptools", "packaging"):
-    try:
-        __import__(module)
-    except ImportError:
-        done({"error": f"the build environment `{sys.prefix}` lacks `{module}` (fix: install "
-                       "setuptools>=64 and packaging>=22 into it)"})
-        sys.exit(1)
-import abistamp.backend as backend
-from abistamp.core.errors import AbistampError
-
-def unmet(requirements):
-    from importlib import metadata
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-    missing = []
-    for text in requirements:
-        req = Requirement(text)
-        if canonicalize_name(req.name) in ("torch", "abistamp"):
-            continue  # torch is the variant's own; abistamp is on sys.path
-        if req.marker is not None and not req.marker.evaluate():
-            continue
-        try:
-            if req.specifier.contains(metadata.version(req.name), prereleases=True):
-                continue
-        except metadata.PackageNotFoundError:
-            pass
-        missing.append(text)
-    return missing
-
-try:
-    if spec["hook"] == "build_wheel":
-        done({"result": backend.build_wheel(spec["out"], spec["config"])})
-    else:
-        requires = backend.get_requires_for_build_wheel(spec["config"])
-        done({"result": requires, "missing": unmet(requires)})
-except AbistampError as e:
-    print(f"abistamp: error: {e}", file=sys.stderr)
-    done({"error": e.one_line()})
-    sys.exit(1)
-"""
-
-
-def find_uv() -> str:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        pass
-    found = shutil.which("uv")
-    if found:
-        return found
-    raise AbistampError("`uv` was not found (abistamp build makes its environments with it)",
-                        "pip install 'abistamp[cli]', or put uv on PATH")
 
 
 class Matrix:
@@ -525,7 +151,7 @@ class Matrix:
     def _build_all(self, todo: list[Variant]) -> dict[Variant, Outcome]:
         results: dict[Variant, Outcome] = {}
         jobs = max(1, min(self.plan.jobs, len(todo)))
-        self.max_jobs = str(max(1, _cpu_count() // jobs))
+        self.max_jobs = str(max(1, cpu_count() // jobs))
         pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="abistamp-build")
         futures = {pool.submit(self._build_one, v): v for v in todo}
         restore = _sigterm_as_interrupt()
@@ -561,7 +187,7 @@ class Matrix:
         log_path = logs / f"{short}.log"
         work = plan.work_root / short
         try:
-            with _key_lock(plan.work_root / f"{short}.lock",
+            with file_lock(plan.work_root / f"{short}.lock",
                            lambda: self.say(variant, "waiting: another run is building this "
                                                      "variant")):
                 hit = None if plan.rebuild else plan.wheelhouse.lookup(key)
@@ -829,29 +455,6 @@ def _last_line(log: IO[str]) -> str:
 _COMPILER_ERROR = re.compile(r":\d+:(\d+:)? (fatal )?error:")
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _key_lock(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _sigterm_as_interrupt() -> Callable[[], None]:
     """Let SIGTERM stop the builds the way Ctrl-C does (only possible in the main thread)."""
     if threading.current_thread() is not threading.main_thread():
@@ -866,3 +469,121 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
         signal.signal(signal.SIGTERM, old)
 
     return restore
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Build SOURCE once per torch variant, each in a fresh environment made by "
+    "uv, stamped by the abistamp backend (even when the project does not declare it), into "
+    "WHEELHOUSE/<abi-label>/. Variants already in the wheelhouse are skipped.")
+EPILOG = ("examples:\n"
+    "  abistamp build . --torch torch==2.13.0 --torch torch==2.14.1\n"
+    "  abistamp build dist/foo-1.0.tar.gz --torch 'torch==2.5.*' "
+    "--index-url https://download.pytorch.org/whl/cu124\n"
+    "  abistamp build deepspeed==0.19.8 --torch torch==2.13.0 --env DS_BUILD_CPU_ADAM=1\n"
+    "  abistamp build . --python /opt/envs/torch26/bin/python   # that env's own torch\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE",
+                   help="a source tree, an sdist file, or `name==version` (fetched with pip)")
+    p.add_argument("--torch", action="append", default=[], metavar="SPEC",
+                   help="a torch requirement to build against (repeatable): one variant each")
+    p.add_argument("--python", action="append", default=[], metavar="PATH",
+                   help="build in this existing environment with its own torch (repeatable); "
+                   "nothing is installed into it")
+    p.add_argument("-o", "--wheelhouse", "--out-dir", default="wheelhouse", metavar="WHEELHOUSE",
+                   help="the wheelhouse folder (default: ./wheelhouse)")
+    p.add_argument("--index-url", metavar="URL", help="where to get torch (as with pip and uv)")
+    p.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
+    p.add_argument("--find-links", "-f", action="append", default=[], metavar="PATH_OR_URL")
+    p.add_argument("--base-python", metavar="PATH",
+                   help="the interpreter new build environments are made from "
+                   "(default: the one running abistamp)")
+    p.add_argument("-C", "--config-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a PEP 517 config setting for every variant, e.g. "
+                   "-C abistamp.label=cu{cuda}torch{major}.{minor}")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the builds, recorded and part of the "
+                   "variant's key (e.g. DS_BUILD_CPU_ADAM=1)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build again even when the variant is in the wheelhouse")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="variants built at once (default 1); MAX_JOBS is divided among them")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="where build environments, source copies and logs go (default: "
+                   "$TMPDIR/abistamp-$UID)")
+    p.add_argument("--repair", nargs="?", const="auto", metavar="PLAT",
+                   help="repair each new wheel with auditwheel before it enters the wheelhouse "
+                   "(manylinux tag; torch's libraries left to torch); PLAT: a policy such as "
+                   "manylinux_2_28_x86_64, default auto (write --repair=PLAT)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abistamp.core.labels import parse_torch_requirement
+    from abistamp.core.settings import Settings
+
+    from .envs import resolve_python
+
+    if not args.torch and not args.python:
+        raise AbistampError("no variant to build",
+                            "name at least one `--torch SPEC` or `--python PATH`")
+    if args.jobs < 1:
+        raise AbistampError(f"`--jobs {args.jobs}` must be at least 1", "pass `--jobs 2`")
+    for spec in args.torch:
+        parse_torch_requirement(spec, f"`--torch {spec}`")
+    if args.repair is not None:
+        from .repair import check_policy
+
+        check_policy(args.repair, os.uname().machine, "--repair")
+    config = parse_config(args.config_setting)
+    explicit_env = parse_pairs(args.env, "--env")
+    # Unknown settings fail here, once, rather than in every variant's build.
+    Settings.load(Path("/nonexistent-abistamp-project"), config, {**os.environ, **explicit_env})
+    wheelhouse = Wheelhouse(Path(args.wheelhouse))
+    work_root = Path(args.work_dir).absolute() if args.work_dir else None
+    skip = [wheelhouse.root] + ([work_root] if work_root else [])
+    source = resolve_source(args.source, skip)
+    base = resolve_python(args.base_python) if args.base_python else Path(sys.executable)
+    variants = [Variant(spec, base) for spec in args.torch]
+    variants += [Variant(None, resolve_python(p)) for p in args.python]
+    find_links = [str(Path(f).absolute()) if "://" not in f and Path(f).exists() else f
+                  for f in args.find_links]
+    plan = Plan(source=source, wheelhouse=wheelhouse, variants=variants,
+                index_url=args.index_url, extra_index_urls=list(args.extra_index_url),
+                find_links=find_links, config=config, environ=recorded_environ(explicit_env),
+                rebuild=args.rebuild, jobs=args.jobs, repair=args.repair)
+    if work_root:
+        plan.work_root = work_root
+    width = max(len(v.name) for v in variants)
+    lock = threading.Lock()
+
+    def progress(variant: Variant | None, text: str) -> None:
+        with lock:
+            say(f"[{variant.name.ljust(width)}] {text}" if variant else text)
+
+    started = time.monotonic()
+    matrix = Matrix(plan, progress)
+    outcomes = matrix.run()
+    print(table(outcome_rows(outcomes)))
+    failed = [o for o in outcomes if o.status in ("failed", "cancelled")]
+    print(f"wheelhouse: {wheelhouse.root} ({len(outcomes) - len(failed)} of {len(outcomes)} "
+          f"variants ready, {time.monotonic() - started:.1f} s)")
+    for o in failed:
+        if o.log:
+            print(f"{o.variant.name}: {o.status}; log: {o.log}")
+    if matrix.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_MISMATCH if failed else EXIT_OK
+
+
+def outcome_rows(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("VARIANT", "STATUS", "ABI", "WHEEL", "TIME")]
+    for o in outcomes:
+        entry = o.entry or {}
+        wheel = str(entry.get("wheel", "-"))
+        rows.append((o.variant.name, o.status, str(entry.get("label", "-")),
+                     wheel.split("/", 1)[-1] if o.status in ("built", "skipped") else
+                     (o.note[:100] if o.note else "-"),
+                     f"{o.seconds:.1f}s" if o.status != "skipped" else "-"))
+    return rows

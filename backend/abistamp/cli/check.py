@@ -9,18 +9,25 @@ GPU is asked about (`nvidia-smi`) only when a record says CUDA code was compiled
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from abistamp.core.abi import TorchABI, read_module_constants
-from abistamp.core.stamp import RECORD_NAME
+from packaging.utils import canonicalize_name
 
-DS_INFO = Path("deepspeed") / "git_version_info_installed.py"
+from abistamp.core.abi import TorchABI
+from abistamp.core.cpu import cpu_problems, host_cpu_flags
+from abistamp.core.errors import AbistampError
+from abistamp.core.profiles import Installed, Profile, all_profiles
+from abistamp.core.record import RECORD_NAME, abi_fields, from_json, to_abi
+
+from .common import EXIT_MISMATCH, EXIT_OK
 
 
 @dataclasses.dataclass
@@ -55,7 +62,7 @@ class Report:
         return {
             "python": self.python,
             "site_packages": self.site_packages,
-            "torch": self.torch.as_record() if self.torch else None,
+            "torch": abi_fields(self.torch) if self.torch else None,
             "machine": platform.machine(),
             "ok": self.ok,
             "results": [f.as_json() for f in self.findings],
@@ -63,8 +70,6 @@ class Report:
 
 
 def check_environment(python: Path) -> Report:
-    from abistamp.core.profiles.deepspeed import host_cpu_flags
-
     from .envs import site_dirs
 
     sites = site_dirs(python)
@@ -73,7 +78,8 @@ def check_environment(python: Path) -> Report:
     torch = read_installed(sites)
     host_flags = host_cpu_flags()
     findings: list[Finding] = []
-    seen_deepspeed = False
+    profiles = {p.name: p for p in all_profiles()}
+    seen: set[str] = set()
     gpus: list[str] | None = None
     for site in sites:
         for dist_info in sorted(site.glob("*.dist-info")):
@@ -81,9 +87,12 @@ def check_environment(python: Path) -> Report:
             if not record_file.is_file():
                 continue
             try:
-                record = json.loads(record_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
+                record = from_json(record_file.read_bytes(), f"`{record_file}`")
+            except OSError as e:
                 findings.append(_unreadable(dist_info, str(e)))
+                continue
+            except AbistampError as e:
+                findings.append(_unreadable(dist_info, e.problem))
                 continue
             name, version = _dist_name_version(dist_info)
             editable = bool(record.get("editable")) or _is_editable(dist_info)
@@ -94,21 +103,23 @@ def check_environment(python: Path) -> Report:
                 if gpus is None:
                     gpus = gpu_capabilities()
                 problems += arch_problems(str(record["cuda_arch_list"]), gpus)
-            if _canonical(name) == "deepspeed":
-                seen_deepspeed = True
-                info_file = find_deepspeed_info(sites)
-                if info_file is not None:
-                    problems += deepspeed_problems(info_file, torch)
+            own = profiles.get(canonicalize_name(name))
+            if own is not None:
+                seen.add(own.name)
+                installed = own.installed(sites, torch)
+                if installed is not None:
+                    problems += installed.problems
             built = f"torch {record.get('torch')} ({record.get('accelerator')})"
             findings.append(Finding(
                 name=name, version=version, source=RECORD_NAME, built_for=built,
                 status="MISMATCH" if problems else "ok", problems=problems,
                 fix=_fix(name, record, torch, editable) if problems else None,
                 editable=editable, location=str(dist_info)))
-    if not seen_deepspeed:
-        info_file = find_deepspeed_info(sites)
-        if info_file is not None:
-            findings.append(deepspeed_finding(info_file, sites, torch))
+    for profile in profiles.values():
+        if profile.name not in seen:
+            installed = profile.installed(sites, torch)
+            if installed is not None:
+                findings.append(profile_finding(profile, installed, sites))
     return Report(str(python), [str(s) for s in sites], torch, host_flags, findings)
 
 
@@ -116,7 +127,7 @@ def record_problems(record: dict[str, Any], torch: TorchABI | None) -> list[str]
     if torch is None:
         return [f"built for torch {record.get('torch')}, but torch is not installed"]
     try:
-        built = TorchABI.from_record(record)
+        built = to_abi(record)
         if (built.major, built.minor) != (torch.major, torch.minor):
             return [f"built for torch {built.torch_version}, installed torch is "
                     + torch.torch_version]
@@ -135,23 +146,6 @@ def record_problems(record: dict[str, Any], torch: TorchABI | None) -> list[str]
         except InvalidRequirement:
             pass
     return []
-
-
-def cpu_problems(cpu: Any, host_flags: set[str]) -> list[str]:
-    """The instruction sets a build's CPU code assumes, against this machine's."""
-    if not isinstance(cpu, dict):
-        return []
-    problems = []
-    machine = cpu.get("machine")
-    if machine and machine != platform.machine():
-        problems.append(f"CPU code built for {machine}, this machine is {platform.machine()}")
-    flags = cpu.get("flags") or []
-    if host_flags and flags:
-        missing = sorted(set(flags) - host_flags)
-        if missing:
-            problems.append(f"CPU code assumes {', '.join(missing)}, which this CPU lacks "
-                            f"(built with -march={cpu.get('march')})")
-    return problems
 
 
 def gpu_capabilities() -> list[str]:
@@ -195,72 +189,19 @@ def _cap(text: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def find_deepspeed_info(sites: list[Path]) -> Path | None:
-    """DeepSpeed's build record: in site-packages, or where an editable install points."""
+def profile_finding(profile: Profile, installed: Installed, sites: list[Path]) -> Finding:
+    """A project that recorded its own build without an ABI record (DeepSpeed's torch_info)."""
+    version = installed.version or "?"
     for site in sites:
-        direct = site / DS_INFO
-        if direct.is_file():
-            return direct
-    for site in sites:
-        # setuptools' editable finder maps the package to the source tree.
-        for finder in sorted(site.glob("__editable___*_finder.py")):
-            mapping = read_module_constants(finder).get("MAPPING")
-            if isinstance(mapping, dict) and isinstance(mapping.get("deepspeed"), str):
-                candidate = Path(mapping["deepspeed"]) / DS_INFO.name
-                if candidate.is_file():
-                    return candidate
-        # Path entries in .pth files (legacy develop installs, compat editable mode).
-        for pth in sorted(site.glob("*.pth")):
-            try:
-                lines = pth.read_text(encoding="utf-8", errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
-                line = line.strip()
-                if line and not line.startswith(("#", "import")):
-                    candidate = Path(line) / DS_INFO
-                    if candidate.is_file():
-                        return candidate
-    return None
-
-
-def deepspeed_problems(info_file: Path, torch: TorchABI | None) -> list[str]:
-    from abistamp.core.profiles.deepspeed import torch_info_problems
-
-    values = read_module_constants(info_file)
-    torch_info = values.get("torch_info")
-    if not isinstance(torch_info, dict):
-        return []
-    if torch is None:
-        built = torch_info.get("version")
-        return [f"DeepSpeed was built for torch {built}, but torch is not installed"]
-    if str(torch_info.get("version")) == "0.0":
-        return []  # built without torch: no ops compiled, nothing to go stale
-    # DeepSpeed checks its prebuilt ops against torch's major.minor, CUDA and HIP at load.
-    return [f"DeepSpeed {p.replace('build ', 'installed ')}"
-            for p in torch_info_problems(torch_info, torch)]
-
-
-def deepspeed_finding(info_file: Path, sites: list[Path], torch: TorchABI | None) -> Finding:
-    values = read_module_constants(info_file)
-    torch_info = values.get("torch_info") if isinstance(values.get("torch_info"), dict) else {}
-    assert isinstance(torch_info, dict)
-    version = str(values.get("version", "?"))
-    for site in sites:
-        for dist_info in site.glob("deepspeed-*.dist-info"):
+        for dist_info in site.glob(f"{profile.name}-*.dist-info"):
             version = _dist_name_version(dist_info)[1]
-    problems = deepspeed_problems(info_file, torch)
-    built = (f"torch {torch_info.get('version')} (cuda {torch_info.get('cuda_version')})"
-             if torch_info else "unknown")
+    problems = installed.problems
     return Finding(
-        name="deepspeed", version=version, source="deepspeed torch_info", built_for=built,
-        status="MISMATCH" if problems else ("ok" if torch_info else "unknown"),
-        problems=problems,
-        fix=("install a DeepSpeed built for the installed torch (abistamp build deepspeed==VERSION "
-             "--torch torch==X), or rebuild it with --no-build-isolation against this torch; "
-             "uv users: extra-build-dependencies with match-runtime (docs/deepspeed.md)")
-        if problems else None,
-        editable=site_of(info_file, sites) is None, location=str(info_file))
+        name=profile.name, version=version, source=installed.source,
+        built_for=installed.built_for,
+        status="MISMATCH" if problems else ("ok" if installed.known else "unknown"),
+        problems=problems, fix=installed.fix if problems else None,
+        editable=site_of(installed.location, sites) is None, location=str(installed.location))
 
 
 def site_of(path: Path, sites: list[Path]) -> Path | None:
@@ -311,10 +252,6 @@ def _unreadable(dist_info: Path, why: str) -> Finding:
                    "reinstall the distribution", False, str(dist_info))
 
 
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def render_table(report: Report) -> str:
     torch = report.torch
     lines = [
@@ -343,3 +280,30 @@ def render_table(report: Report) -> str:
     lines.append(f"{mismatches} mismatch(es) in {len(report.findings)} checked" if mismatches
                  else f"all {len(report.findings)} match the installed torch")
     return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("For every installed distribution with an abistamp record (editable "
+    "installs included) and for DeepSpeed's torch_info, compare with the installed torch; "
+    "also CPU flags and, with a GPU, CUDA archs. Reads files only: no import of torch. "
+    "Exit code 1 on any mismatch.")
+EPILOG = ("examples:\n  abistamp check                 # $VIRTUAL_ENV, ./.venv, or this "
+    "python\n  abistamp check --python .venv --json\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--python", metavar="PATH", help="the environment's python or folder")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import default_python, resolve_python
+
+    python = resolve_python(args.python) if args.python else default_python()
+    report = check_environment(python)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_table(report))
+    return EXIT_OK if report.ok else EXIT_MISMATCH

@@ -15,13 +15,16 @@ rewritten only where their content changes, and wheels already there are not cop
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 from abistamp import __version__
 from abistamp.core.errors import AbistampError
 
+from .common import EXIT_OK
 from .wheelhouse import (
     ALL_PAGE,
     MANIFEST_NAME,
@@ -141,7 +144,7 @@ def plan(inputs: list[Wheelhouse], out: Wheelhouse, manifest: dict[str, Any],
                 f"cache wheels by filename, so one index must not offer both; nothing was "
                 f"written to `{out.root}`",
                 "bump the build number: rebuild that cell with `abistamp build ... "
-                "-C abistamp.core.build-number=2` (or leave one of the two wheelhouses out)")
+                "-C abistamp.build-number=2` (or leave one of the two wheelhouses out)")
         raise AbistampError(
             f"`{first.path}` and `{second.path}` are one wheel in two ABI folders{more}; "
             f"nothing was written to `{out.root}`",
@@ -211,3 +214,28 @@ def render(merged: Merged) -> str:
     lines.append(f"PEP 503 index: {merged.out / 'simple'}/   flat page: "
                  f"{merged.out / ALL_PAGE}")
     return "\n".join(lines) + "\n"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Merge the ABI folders and manifests of WHEELHOUSE... into OUT (new, or "
+    "existing: then they are added to it), refusing two different files under one name, "
+    "and write OUT's pages: per ABI folder a flat page and a PEP 503 index, and over every "
+    "ABI OUT/simple/ and OUT/all.html, with sha256 fragments and relative links. Only "
+    "files whose content changes are rewritten.")
+EPILOG = ("examples:\n  abistamp index artifacts/wh-* -o public\n"
+    "  abistamp index new-cell/wheelhouse -o public    # add one cell to an existing "
+    "index\n  python -m http.server -d public   # pip install --index-url "
+    "http://HOST:8000/simple/ ...\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheelhouses", nargs="+", metavar="WHEELHOUSE",
+                   help="folders written by `abistamp build -o` (OUT itself may be one)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT",
+                   help="the merged wheelhouse (created if missing)")
+
+
+def run(args: argparse.Namespace) -> int:
+    sys.stdout.write(render(merge([Path(w) for w in args.wheelhouses], Path(args.out))))
+    return EXIT_OK

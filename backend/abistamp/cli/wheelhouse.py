@@ -95,15 +95,11 @@ class Wheelhouse:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        import fcntl
+        from abistamp.core.atomic import file_lock
 
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.root / LOCK_NAME):
             yield
-        finally:
-            os.close(fd)  # closing drops the lock, also when this process is killed
 
     def publish(self, built: Path, entry: dict[str, Any], *, replace: bool,
                 scratch: Path) -> tuple[dict[str, Any], str]:
@@ -169,7 +165,8 @@ class Wheelhouse:
         Only the three newest numbers are tried: each try is a re-stamp (a file copy).
         """
         from abistamp.core.labels import build_tag
-        from abistamp.core.stamp import Stamp, stamp_wheel
+        from abistamp.core.record import restamp
+        from abistamp.core.stamp import stamp_wheel
 
         name, version, build, tags = parse_wheel_filename(built.name)
         others = []
@@ -182,9 +179,7 @@ class Wheelhouse:
                     o_build != build and o_build[1] == record["label"]:
                 others.append((o_build[0], other))
         for number, other in sorted(others, reverse=True)[:3]:
-            stamp = Stamp(version=str(record["version"]),
-                          build_tag=build_tag(number, str(record["label"])),
-                          requires=tuple(record.get("requires") or ()), record=dict(record))
+            stamp = restamp(record, build_tag=build_tag(number, str(record["label"])))
             candidate = stamp_wheel(built, scratch / f"try-{number}", stamp)
             if sha256_file(candidate) == self.file_sha(manifest, other):
                 return candidate
@@ -298,7 +293,8 @@ def file_facts(wheel: Path, digest: str) -> dict[str, Any]:
 def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch: Path) -> Path:
     """Re-stamp `built` with the next free build number for its name, version and tags."""
     from abistamp.core.labels import build_tag
-    from abistamp.core.stamp import Stamp, stamp_wheel
+    from abistamp.core.record import restamp
+    from abistamp.core.stamp import stamp_wheel
 
     name, version, build, tags = parse_wheel_filename(built.name)
     label = str(record["label"])
@@ -306,7 +302,7 @@ def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch
         raise AbistampError(
             f"`{folder.name}/{built.name}` already exists with other bytes, and the wheel has no "
             "build tag whose number could change",
-            "turn `build-tag` back on (`-C abistamp.core.build-tag=true`), or move the old wheel away "
+            "turn `build-tag` back on (`-C abistamp.build-tag=true`), or move the old wheel away "
             "if no lock file or cache names it")
     numbers = [build[0]]
     for other in folder.glob("*.whl"):
@@ -316,8 +312,7 @@ def bump_build_number(built: Path, folder: Path, record: dict[str, Any], scratch
             continue
         if (o_name, o_version, o_tags) == (name, version, tags) and o_build:
             numbers.append(o_build[0])
-    stamp = Stamp(version=str(record["version"]), build_tag=build_tag(max(numbers) + 1, label),
-                  requires=tuple(record.get("requires") or ()), record=dict(record))
+    stamp = restamp(record, build_tag=build_tag(max(numbers) + 1, label))
     scratch.mkdir(parents=True, exist_ok=True)
     return stamp_wheel(built, scratch, stamp)
 

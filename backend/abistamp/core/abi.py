@@ -7,7 +7,6 @@ files without importing torch (fast enough for ``abistamp check``).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AbistampError
+from .literals import read_module_constants
 
 TORCH_MISSING_FIX = (
     "torch must be importable where the extension is compiled. Under build isolation the "
@@ -77,29 +77,6 @@ class TorchABI:
         if self.cuda:
             return "cu" + self.cuda.replace(".", "")
         return "cpu"
-
-    def as_record(self) -> dict[str, Any]:
-        return {
-            "torch": self.torch_version,
-            "torch_major_minor": f"{self.major}.{self.minor}",
-            "accelerator": self.accelerator,
-            "cuda": self.cuda,
-            "hip": self.hip,
-            "cxx11abi": self.cxx11abi,
-            "cuda_arch_list": self.cuda_arch_list,
-            "nvcc": self.nvcc,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> TorchABI:
-        return cls(
-            torch_version=record["torch"],
-            cuda=record.get("cuda"),
-            hip=record.get("hip"),
-            cxx11abi=record.get("cxx11abi"),
-            cuda_arch_list=record.get("cuda_arch_list"),
-            nvcc=record.get("nvcc"),
-        )
 
     def same_abi(self, other: TorchABI) -> bool:
         """Whether code compiled against one loads against the other: same torch build."""
@@ -166,29 +143,6 @@ def read_installed(site_dirs: list[Path]) -> TorchABI | None:
             hip=_str_or_none(values.get("hip")),
         )
     return None
-
-
-def read_module_constants(path: Path) -> dict[str, Any]:
-    """Top-level `NAME = <literal>` assignments of a Python file, read without running it."""
-    values: dict[str, Any] = {}
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return values
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        value: ast.expr | None = None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        for target in targets:
-            if isinstance(target, ast.Name) and value is not None:
-                try:
-                    values[target.id] = ast.literal_eval(value)
-                except (ValueError, TypeError, SyntaxError):
-                    pass
-    return values
 
 
 def _metadata_version(path: Path) -> str | None:

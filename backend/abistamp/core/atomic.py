@@ -14,10 +14,11 @@ import contextlib
 import functools
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -114,3 +115,34 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def owned_scratch(out_dir: Path, tag: str = "") -> Iterator[Path]:
+    """A private folder in out_dir (same filesystem: the final move is a rename), named
+    `.abistamp-{tag}{owner}-tmp...` so that a later run removes what a killed one left."""
+    prefix = f".abistamp-{tag}"
+    for stale in out_dir.glob(f"{prefix}*-tmp*"):
+        if owner_gone(stale.name[len(prefix):].split("-")[0], stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{owner()}-tmp", dir=out_dir) as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive flock on path (created if missing) for the block; the kernel drops it when
+    the process dies. `on_wait` is called once if another holder makes us wait."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -12,20 +12,21 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from . import sdist as sdist_post
 from .abi import TORCH_MISSING_FIX, TorchABI, detect, find_toolkit, toolkit_problems
-from .atomic import owner, owner_gone, write_atomic
+from .atomic import owned_scratch, write_atomic
 from .errors import AbistampError
+from .facts import BuildFacts
 from .labels import check_expected, torch_pin
-from .plan import label_for, make_stamp
+from .process import cpu_count, patched_environ, restored_environ
 from .profiles import Profile, select_profile
+from .record import RECORD_NAME, Stamp
 from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
-from .stamp import RECORD_NAME, Stamp, metadata_fields, stamp_wheel
+from .stamp import label_for, make_stamp, metadata_fields, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,15 +105,11 @@ def restores_process(method: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        environ, path = dict(os.environ), list(sys.path)
+        path = list(sys.path)
         try:
-            return method(*args, **kwargs)
+            with restored_environ():
+                return method(*args, **kwargs)
         finally:
-            for key in [k for k in os.environ if k not in environ]:
-                del os.environ[key]
-            for key, value in environ.items():
-                if os.environ.get(key) != value:
-                    os.environ[key] = value
             sys.path[:] = path
 
     return wrapper
@@ -180,27 +177,27 @@ class Build:
         return abi
 
     @contextlib.contextmanager
-    def environment(self, abi: TorchABI) -> Iterator[dict[str, Any]]:
+    def environment(self, abi: TorchABI) -> Iterator[BuildFacts]:
         """Environment variables, CUDA_HOME and the pre-compile check; all restored after."""
-        facts: dict[str, Any] = {}
+        facts = BuildFacts(abi)
         changes: dict[str, str] = {}
         s = self.settings
         if s.ninja != "false":
             if shutil.which("ninja"):
-                facts["ninja"] = True
+                facts.ninja = True
             elif s.ninja == "true":
                 raise AbistampError(
                     f"{s.origin('ninja')} asks for ninja, but no `ninja` is on PATH",
                     "install ninja (`pip install ninja`) or set `ninja = \"auto\"`")
             else:
-                facts["ninja"] = False
+                facts.ninja = False
         if "MAX_JOBS" not in os.environ:
-            jobs = s.jobs if s.jobs != "auto" else str(_cpu_count())
+            jobs = s.jobs if s.jobs != "auto" else str(cpu_count())
             changes["MAX_JOBS"] = jobs
             log(f"MAX_JOBS={jobs} (set by abistamp from `jobs`; set MAX_JOBS to override)")
         if s.compiler_cache:
             changes.update(_ccache_environ(s, self.project))
-            facts["compiler_cache"] = changes["CCACHE_DIR"]
+            facts.compiler_cache = changes["CCACHE_DIR"]
         toolkit = None
         if abi.cuda:
             toolkit = find_toolkit(dict(os.environ))
@@ -211,9 +208,9 @@ class Build:
                     changes["CUDA_HOME"] = str(toolkit.root)
         if self.profile:
             changes.update(self.profile.environ(self.project, s, abi, dict(os.environ), facts))
-        facts["abi"] = abi
-        facts["toolkit"] = toolkit
-        facts["environ"] = {k: v for k, v in changes.items()}
+        facts.abi = abi
+        facts.toolkit = toolkit
+        facts.environ = dict(changes)
         for k, v in sorted(changes.items()):
             if k not in ("MAX_JOBS", "PATH"):
                 log(f"{k}={v}")
@@ -227,7 +224,7 @@ class Build:
                 # cpp_extension computed CUDA_HOME when it was imported; correct it too.
                 undo.callback(setattr, cpp_ext, "CUDA_HOME", getattr(cpp_ext, "CUDA_HOME", None))
                 cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
-            undo.callback(_install_precompile_check(abi, toolkit, facts))
+            undo.callback(_install_precompile_check(facts))
             if self.profile:
                 undo.callback(self.profile.prepare(self.project, s, facts))
             yield facts
@@ -262,7 +259,8 @@ class Build:
         abi = self.detect_abi()
         out_dir = Path(wheel_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with scratch_dir(out_dir) as tmp:
+        with owned_scratch(out_dir) as scratch:
+            tmp = str(scratch)
             with self.environment(abi) as facts:
                 try:
                     name = getattr(self.backend, hook)(tmp, self.config, metadata_directory)
@@ -271,9 +269,9 @@ class Build:
                     # runs: explain it in terms of the build's torch and toolkit.
                     if "CUDA_HOME" not in str(e):
                         raise
-                    check_cuda_toolchain(facts["abi"], facts.get("toolkit"), "CUDAExtension")
+                    check_cuda_toolchain(facts.abi, facts.toolkit, "CUDAExtension")
                     raise
-            abi = facts["abi"]
+            abi = facts.abi
             built = Path(tmp) / name
             stamp = self.plan(abi, built, facts, editable=hook == "build_editable",
                               metadata_directory=metadata_directory)
@@ -285,7 +283,8 @@ class Build:
     def sdist(self, sdist_directory: str) -> str:
         out_dir = Path(sdist_directory)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with scratch_dir(out_dir) as tmp:
+        with owned_scratch(out_dir) as scratch:
+            tmp = str(scratch)
             name = self.backend.build_sdist(tmp, self.config)
             target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
         return target.name
@@ -341,16 +340,16 @@ class Build:
             return False, "`[project] version` is static, and uv reads it without asking"
         return True, "a wheel built straight from a source tree with a dynamic version"
 
-    def plan(self, abi: TorchABI, built: Path, facts: dict[str, Any], *, editable: bool,
+    def plan(self, abi: TorchABI, built: Path, facts: BuildFacts, *, editable: bool,
              metadata_directory: str | None) -> Stamp:
         apply, reason = self.local_version_reason(editable, metadata_directory)
         log(f"torch {abi.torch_version} ({abi.accelerator}), label "
             f"`{label_for(self.settings, abi)}`; local version label "
             f"{'added' if apply else 'not added'}: {reason}")
         build_facts: dict[str, Any] = {
-            "ninja": facts.get("ninja"),
-            "compiler_cache": bool(facts.get("compiler_cache")),
-            "compiled_cuda": facts.get("compiled_cuda", False),
+            "ninja": facts.ninja,
+            "compiler_cache": bool(facts.compiler_cache),
+            "compiled_cuda": facts.compiled_cuda,
             "editable": editable,
         }
         if self.profile:
@@ -408,53 +407,13 @@ def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def patched_environ(changes: Mapping[str, str]) -> Iterator[None]:
-    """Set these variables for the block, then put back what was there (or nothing)."""
-    saved = {k: os.environ.get(k) for k in changes}
-    for k, v in changes.items():
-        if v == "" and k == "TORCH_NO_COMPILER_WRAPPER":
-            os.environ.pop(k, None)  # torch reads any value as "set"
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
-
-
-@contextlib.contextmanager
-def scratch_dir(out_dir: Path) -> Iterator[str]:
-    """A private folder inside the frontend's output folder, for the wrapped backend's output.
-
-    Named with our pid and host (atomic.owner), so that a later build can remove what a killed
-    one left behind.
-    """
-    for stale in out_dir.glob(".abistamp-*-tmp*"):
-        if owner_gone(stale.name.split("-")[1], stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f".abistamp-{owner()}-tmp", dir=out_dir) as tmp:
-        yield tmp
-
-
 def _with(abi: TorchABI, **changes: Any) -> TorchABI:
     import dataclasses
 
     return dataclasses.replace(abi, **changes)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]) -> Any:
+def _install_precompile_check(facts: BuildFacts) -> Any:
     """Check the CUDA toolchain when, and only when, an extension has CUDA sources.
 
     setuptools' build_ext.run is where the extension list is final and nothing is compiled
@@ -470,8 +429,8 @@ def _install_precompile_check(abi: TorchABI, toolkit: Any, facts: dict[str, Any]
         cuda_sources = [src for ext in (self.extensions or []) for src in ext.sources
                         if str(src).endswith((".cu", ".cuh"))]
         if cuda_sources:
-            facts["compiled_cuda"] = True
-            check_cuda_toolchain(abi, toolkit, cuda_sources[0])
+            facts.compiled_cuda = True
+            check_cuda_toolchain(facts.abi, facts.toolkit, cuda_sources[0])
         original(self)
 
     build_ext.run = run

@@ -76,13 +76,12 @@ def check_template(template: str, where: str) -> None:
                             "close every `{` with `}`; write `{{` for a literal brace") from None
     unknown = [n for n in names if n not in TEMPLATE_FIELDS]
     if unknown:
-        import difflib
+        from .settings import did_you_mean
 
-        hint = difflib.get_close_matches(unknown[0], TEMPLATE_FIELDS, n=1)
         raise AbistampError(
             f"{where} = {template!r} uses the unknown field `{{{unknown[0]}}}`",
-            f"did you mean `{{{hint[0]}}}`?" if hint
-            else "known fields: " + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS),
+            did_you_mean(unknown[0], TEMPLATE_FIELDS, "known fields: " + ", ".join(
+                "{" + f + "}" for f in TEMPLATE_FIELDS), "{", "}"),
         )
     for sample in _SAMPLES:
         label = render_label(template, sample, where)

@@ -1,4 +1,5 @@
-"""Turn a wheel plus an ABI stamp into a stamped wheel.
+"""Turn a wheel plus an ABI stamp into a stamped wheel: what to stamp (the policy, `make_stamp`)
+and the rewrite of `.dist-info` (`stamp_wheel`); the raw member copy is core/zipcopy.py.
 
 Only `.dist-info` changes (METADATA, WHEEL, RECORD, the new `abistamp.json`), and the
 `.dist-info`/`.data` folders are renamed when the version changes. Every other member's
@@ -12,40 +13,36 @@ partial wheel.
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import re
-import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from packaging.version import Version
 
-from .. import RECORD_SCHEMA, __version__
-from .atomic import replacing
 from .errors import AbistampError
+from .labels import build_tag, render_label, stamped_version
+from .record import (
+    RECORD_NAME,
+    Record,
+    Stamp,
+    build_fields,
+    from_json,
+    to_json,
+    wheel_fields,
+)
+from .zipcopy import RawZipWriter, atomic_output
 
-RECORD_NAME = "abistamp.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Stamp:
-    """What to change in a wheel."""
-
-    version: str | None  # the new version, or None for the version before any stamp
-    build_tag: str | None  # the build tag the stamped wheel has, or None for none
-    requires: tuple[str, ...]  # Requires-Dist lines to add (the torch pin)
-    record: dict[str, Any]  # the ABI record; wheel tags and names are filled in here
+if TYPE_CHECKING:
+    from .abi import TorchABI
+    from .settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +58,7 @@ class WheelInfo:
     metadata: bytes
     wheel: bytes
     record: bytes
-    abi_record: dict[str, Any] | None
+    abi_record: Record | None
 
 
 def read_wheel(path: Path) -> WheelInfo:
@@ -90,7 +87,8 @@ def read_wheel(path: Path) -> WheelInfo:
             metadata, wheel, record = member("METADATA"), member("WHEEL"), member("RECORD")
             abi_record = None
             if f"{dist_info}/{RECORD_NAME}" in names:
-                abi_record = json.loads(member(RECORD_NAME))
+                abi_record = from_json(member(RECORD_NAME),
+                                       f"`{path.name}`'s `{dist_info}/{RECORD_NAME}`")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise AbistampError(f"`{path}` does not exist", "check the path") from None
@@ -101,15 +99,16 @@ def read_wheel(path: Path) -> WheelInfo:
 
 
 def split_wheel_filename(path: Path) -> tuple[str, str, str | None, str]:
+    """The filename's own spelling of name, version, build tag and tags (packaging's parse
+    normalises them; the stamped wheel keeps the project's spelling)."""
     try:
         parse_wheel_filename(path.name)
     except InvalidWheelFilename as e:
         raise AbistampError(f"`{path.name}` is not a wheel filename: {e}",
                             "give a `.whl` file named as PEP 427 says") from None
-    parts = path.name[:-4].split("-")
-    name, version = parts[0], parts[1]
-    build = parts[2] if len(parts) == 6 else None
-    return name, version, build, "-".join(parts[-3:])
+    # Valid by now: exactly 5 or 6 dash-separated fields, the last three the tags.
+    name, version, *build, py, abi, plat = path.name[:-4].split("-")
+    return name, version, build[0] if build else None, f"{py}-{abi}-{plat}"
 
 
 def check_member_name(name: str, wheel: Path) -> None:
@@ -138,24 +137,13 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
     new_dist_info = f"{dist_name}-{version}.dist-info"
     old_data, new_data = info.dist_info[:-len("dist-info")] + "data", f"{dist_name}-{version}.data"
 
-    record = dict(stamp.record)
-    tag_py, tag_abi, tag_plat = info.tags.split("-")
-    record.update({
-        "schema": RECORD_SCHEMA,
-        "abistamp": __version__,
-        "name": dist_name,
-        "version": version,
-        "original_version": base_version,
-        "build_tag": stamp.build_tag,
-        "python_tag": tag_py,
-        "abi_tag": tag_abi,
-        "platform_tag": tag_plat,
-        "requires": list(stamp.requires),
-    })
+    record = {**stamp.record, **wheel_fields(
+        name=dist_name, version=version, original_version=base_version,
+        build_tag=stamp.build_tag, tags=info.tags, requires=stamp.requires)}
     drop_requires = tuple(previous.get("requires", ()))
     metadata = edit_metadata(info.metadata, version, stamp.requires, drop_requires)
     wheel = edit_wheel_file(info.wheel, stamp.build_tag)
-    abi_json = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    abi_json = to_json(record, f"the ABI record for `{src.name}`")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / wheel_filename(info.name, version, stamp.build_tag, info.tags)
@@ -175,8 +163,8 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
         members = zf.infolist()
         meta_info = zf.getinfo(f"{info.dist_info}/METADATA")
         when = _new_entry_time(source_date_epoch, meta_info.date_time)
-        with _atomic_output(target) as fd, open(src, "rb") as src_f:
-            out = _RawZipWriter(fd)
+        with atomic_output(target) as fd, open(src, "rb") as src_f:
+            out = RawZipWriter(fd)
             rows: list[list[str]] = []
             for m in members:
                 if m.filename in replaced or m.is_dir():
@@ -203,6 +191,38 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
             out.add_bytes(record_name, buf.getvalue().encode(), when)
             out.finish()
     return target
+
+
+def label_for(settings: Settings, abi: TorchABI) -> str:
+    return render_label(settings.label, abi, settings.origin("label"))
+
+
+def make_stamp(settings: Settings, abi: TorchABI, wheel: Path, *, apply_label: bool,
+               reason: str, pin: str | None, build_facts: dict[str, Any]) -> Stamp:
+    """What to stamp into one wheel, for the backend and for `abistamp stamp` alike.
+
+    The callers decide the two things that depend on how the wheel came about (whether the
+    local label may go into the version, and whether a pin may be added); everything else
+    (label, build tag, record fields) is decided here, so the two paths can't drift apart.
+    build_facts holds what only a build knows (ninja, CUDA, ...).
+    """
+    label = label_for(settings, abi)
+    info = read_wheel(wheel)
+    base = (info.abi_record or {}).get("original_version", info.version)
+    record = build_fields(abi, label=label, apply_label=apply_label, reason=reason, pin=pin,
+                          facts=build_facts)
+    if settings.build_tag:
+        tag: str | None = build_tag(settings.build_number, label, settings.origin("label"))
+    else:
+        # Off means abistamp adds none; a tag the wrapped backend gave the wheel is its own.
+        ours = (info.abi_record or {}).get("build_tag")
+        tag = info.build_tag if info.build_tag != ours else None
+    return Stamp(
+        version=stamped_version(base, label) if apply_label else None,
+        build_tag=tag,
+        requires=(pin,) if pin else (),
+        record=record,
+    )
 
 
 def metadata_fields(data: bytes, name: str) -> list[str]:
@@ -264,173 +284,3 @@ def _new_entry_time(epoch: int | None, fallback: tuple[int, ...]) -> tuple[int, 
     if epoch is None:
         return fallback
     return time.gmtime(max(epoch, 315532800))[:6]  # the zip format starts in 1980
-
-
-@contextlib.contextmanager
-def _atomic_output(target: Path) -> Iterator[int]:
-    """A file descriptor to write the new file; renamed onto target only on success."""
-    with replacing(target) as tmp:
-        # No O_TRUNC: mkstemp made the file empty, and on ext4 (auto_da_alloc) a truncated
-        # file is flushed to disk on close, which cost 0.36 s for a 1 GiB wheel (more than
-        # copying it).
-        fd = os.open(tmp, os.O_WRONLY)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-
-# --- a minimal zip writer that copies members without recompressing --------------------------
-
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
-_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
-_EOCD = struct.Struct("<4sHHHHIIH")
-_ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")
-_ZIP64_LOCATOR = struct.Struct("<4sIQI")
-_MAX32 = 0xFFFFFFFF
-_COPY_CHUNK = 1 << 30
-
-
-def _dos_time(dt: tuple[int, ...]) -> tuple[int, int]:
-    y, mo, d, h, mi, s = dt[:6]
-    return (h << 11) | (mi << 5) | (s // 2), ((max(y, 1980) - 1980) << 9) | (mo << 5) | d
-
-
-@dataclasses.dataclass
-class _Entry:
-    name: bytes
-    flags: int
-    method: int
-    dos: tuple[int, int]
-    crc: int
-    csize: int
-    usize: int
-    offset: int
-    create: int
-    external: int
-
-
-class _RawZipWriter:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.pos = 0
-        self.pending = bytearray()
-        self.entries: list[_Entry] = []
-
-    def _emit(self, data: bytes) -> None:
-        self.pending += data
-        self.pos += len(data)
-        if len(self.pending) > 1 << 20:
-            self._flush()
-
-    def _flush(self) -> None:
-        with memoryview(self.pending) as whole:
-            view = whole
-            while view:
-                view = view[os.write(self.fd, view):]
-            del view
-        self.pending.clear()
-
-    def _local_header(self, e: _Entry) -> None:
-        zip64 = e.csize >= _MAX32 or e.usize >= _MAX32
-        extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if zip64 else b""
-        self._emit(_LOCAL.pack(
-            b"PK\x03\x04", 45 if zip64 else 20, e.flags, e.method, e.dos[0], e.dos[1], e.crc,
-            _MAX32 if zip64 else e.csize, _MAX32 if zip64 else e.usize, len(e.name), len(extra),
-        ) + e.name + extra)
-
-    def copy_member(self, src_fd: int, info: zipfile.ZipInfo, new_name: str) -> None:
-        head = os.pread(src_fd, _LOCAL.size, info.header_offset)
-        if len(head) != _LOCAL.size or head[:4] != b"PK\x03\x04":
-            raise AbistampError(f"member `{info.filename}` has no valid local header",
-                                "the wheel is corrupt; build or download it again")
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        start = info.header_offset + _LOCAL.size + name_len + extra_len
-        entry = _Entry(
-            name=new_name.encode("utf-8"), flags=(info.flag_bits & ~0x08) | 0x800,
-            method=info.compress_type, dos=_dos_time(info.date_time), crc=info.CRC,
-            csize=info.compress_size, usize=info.file_size, offset=self.pos,
-            create=(info.create_system << 8) | 20, external=info.external_attr,
-        )
-        self.entries.append(entry)
-        self._local_header(entry)
-        self._flush()
-        try:
-            _copy_range(src_fd, self.fd, start, info.compress_size)
-        except AbistampError as e:
-            raise AbistampError(f"{e.problem} (`{info.filename}`)", e.fix) from None
-        self.pos += info.compress_size
-
-    def add_bytes(self, name: str, data: bytes, when: tuple[int, ...]) -> None:
-        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-        packed = comp.compress(data) + comp.flush()
-        entry = _Entry(
-            name=name.encode("utf-8"), flags=0x800, method=zipfile.ZIP_DEFLATED,
-            dos=_dos_time(when), crc=zlib.crc32(data), csize=len(packed), usize=len(data),
-            offset=self.pos, create=(3 << 8) | 20, external=(0o100644 << 16),
-        )
-        self.entries.append(entry)
-        self._local_header(entry)
-        self._emit(packed)
-
-    def finish(self) -> None:
-        cd_start = self.pos
-        for e in self.entries:
-            extra = b""
-            csize, usize, offset = e.csize, e.usize, e.offset
-            if usize >= _MAX32:
-                extra += struct.pack("<Q", usize)
-                usize = _MAX32
-            if csize >= _MAX32:
-                extra += struct.pack("<Q", csize)
-                csize = _MAX32
-            if offset >= _MAX32:
-                extra += struct.pack("<Q", offset)
-                offset = _MAX32
-            if extra:
-                extra = struct.pack("<HH", 1, len(extra)) + extra
-            self._emit(_CENTRAL.pack(
-                b"PK\x01\x02", e.create, 45 if extra else 20, e.flags, e.method, e.dos[0],
-                e.dos[1], e.crc, csize, usize, len(e.name), len(extra), 0, 0, 0, e.external,
-                offset,
-            ) + e.name + extra)
-        cd_size = self.pos - cd_start
-        count = len(self.entries)
-        if count >= 0xFFFF or cd_start >= _MAX32 or cd_size >= _MAX32:
-            z64 = self.pos
-            self._emit(_ZIP64_EOCD.pack(b"PK\x06\x06", _ZIP64_EOCD.size - 12, 45, 45, 0, 0,
-                                        count, count, cd_size, cd_start))
-            self._emit(_ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, z64, 1))
-            self._emit(_EOCD.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, _MAX32, _MAX32, 0))
-        else:
-            self._emit(_EOCD.pack(b"PK\x05\x06", 0, 0, count, count, cd_size, cd_start, 0))
-        self._flush()
-
-
-def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
-    """Copy count bytes at offset of src to the current position of dst, in the kernel if we can."""
-    done = 0
-    use_kernel = hasattr(os, "copy_file_range")
-    while done < count:
-        n = 0
-        if use_kernel:
-            try:
-                n = os.copy_file_range(src_fd, dst_fd, min(count - done, _COPY_CHUNK),
-                                       offset + done)
-            except OSError:
-                use_kernel = False  # another filesystem or an old kernel: copy in user space
-                continue
-        else:
-            chunk = os.pread(src_fd, min(count - done, 1 << 20), offset + done)
-            n = len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(dst_fd, view):]
-        if n == 0:
-            raise AbistampError("the wheel ends inside a member",
-                                "the wheel is truncated; build or download it again")
-        done += n
-
-
-def labelled(version: str) -> bool:
-    return Version(version).local is not None

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import platform
 import sys
@@ -20,42 +19,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cpu import PORTABLE, native_requirements
 from ..errors import AbistampError
+from ..literals import read_constants, read_module_constants
+from . import Installed, installed_file
 
 if TYPE_CHECKING:
     from ..abi import TorchABI
+    from ..facts import BuildFacts
     from ..settings import Settings
 
 INFO_MODULE = "deepspeed/git_version_info_installed.py"
 # Ops compiled for the host CPU (`-march=native` and AVX detection in op_builder/builder.py).
 CPU_OPS = frozenset({"cpu_adam", "cpu_adagrad", "cpu_lion", "deepspeed_shm_comm",
                      "deepspeed_ccl_comm", "async_io", "gds"})
-# x86 instruction-set extensions that matter for code compiled with -march=native.
-X86_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512vl",
-             "avx512dq", "avx512cd", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16",
-             "amx_tile")
 
 
 class DeepSpeed:
     name = "deepspeed"
+    build_environ = ("DS_BUILD_", "DS_ACCELERATOR", "DS_ENABLE_NINJA")
 
     def matches(self, project: Path) -> bool:
         return ((project / "setup.py").is_file() and (project / "op_builder").is_dir()
                 and (project / "deepspeed" / "__init__.py").is_file())
 
     def environ(self, project: Path, settings: Settings, abi: TorchABI,
-                current: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+                current: dict[str, str], facts: BuildFacts) -> dict[str, str]:
         env: dict[str, str] = {}
         if (abi.cuda or abi.hip) and "DS_ACCELERATOR" not in current:
             env["DS_ACCELERATOR"] = "cuda"
-        if facts.get("ninja") and "DS_ENABLE_NINJA" not in current:
+        if facts.ninja and "DS_ENABLE_NINJA" not in current:
             env["DS_ENABLE_NINJA"] = "1"
         build_string = sdist_build_string(project)
         if build_string and not current.get("DS_BUILD_STRING"):
             env["DS_BUILD_STRING"] = build_string
         return env
 
-    def prepare(self, project: Path, settings: Settings, facts: dict[str, Any]
+    def prepare(self, project: Path, settings: Settings, facts: BuildFacts
                 ) -> Callable[[], None]:
         """With `portable-cpu`, compile CPU ops for x86-64-v3 instead of this builder's CPU.
 
@@ -67,8 +67,6 @@ class DeepSpeed:
         if not settings.portable_cpu:
             return lambda: None
         if platform.machine() not in ("x86_64", "AMD64"):
-            from ..errors import AbistampError
-
             raise AbistampError(
                 f"{settings.origin('portable_cpu')} is set, but portable CPU flags are known for "
                 f"x86-64 only (this is {platform.machine()})",
@@ -79,23 +77,76 @@ class DeepSpeed:
         saved = cls.cpu_arch, cls.simd_width
         cls.cpu_arch = lambda self: "-march=" + PORTABLE["march"]
         cls.simd_width = lambda self: "-D__" + PORTABLE["simd"] + "__"
-        facts["cpu"] = dict(PORTABLE)
+        facts.cpu = dict(PORTABLE)
 
         def undo() -> None:
             cls.cpu_arch, cls.simd_width = saved
 
         return undo
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: dict[str, Any]) -> dict[str, Any]:
+    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         found = wheel_facts(wheel, abi, required=True)
         assert found is not None
         cpu_ops = [op for op in found["installed_ops"] if op in CPU_OPS]
         return {
             **found,
-            "cpu": (facts.get("cpu") or cpu_requirements()) if cpu_ops else None,
-            "environ": {k: v for k, v in facts.get("environ", {}).items()
+            "cpu": (facts.cpu or native_requirements()) if cpu_ops else None,
+            "environ": {k: v for k, v in facts.environ.items()
                         if k.startswith("DS_")},
         }
+
+
+    # --- outside any build ----------------------------------------------------------------
+
+    def finished_wheel(self, wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
+        found = wheel_facts(wheel, abi, required=False)
+        if found is None:
+            return None
+        return {
+            **found,
+            # What -march its CPU ops were compiled with is not in the wheel: unknown.
+            "cpu": None,
+            "cpu_ops_unknown_flags": [op for op in found["installed_ops"] if op in CPU_OPS]
+            or None,
+            "environ": {},
+        }
+
+    def own_record(self, wheel: Path) -> dict[str, Any] | None:
+        with zipfile.ZipFile(wheel) as zf:
+            if INFO_MODULE not in zf.namelist():
+                return None
+            info = read_info(zf.read(INFO_MODULE).decode("utf-8"))
+        return {"torch_info": info.get("torch_info"),
+                "installed_ops": sorted(k for k, v in (info.get("installed_ops") or {}).items()
+                                        if v)}
+
+    def describe(self, data: dict[str, Any], *, own: bool) -> str:
+        ti = data.get("torch_info") or {}
+        torch_info = f"torch_info {ti.get('version')} cuda {ti.get('cuda_version')}"
+        ops = ", ".join(data.get("installed_ops") or []) or "none"
+        return f"{torch_info}; ops {ops}" if own else f"ops {ops}; {torch_info}"
+
+    def installed(self, sites: list[Path], torch: TorchABI | None) -> Installed | None:
+        info_file = installed_file(sites, "deepspeed", Path(INFO_MODULE).name)
+        if info_file is None:
+            return None
+        values = read_module_constants(info_file)
+        torch_info = values.get("torch_info") if isinstance(values.get("torch_info"), dict) \
+            else {}
+        assert isinstance(torch_info, dict)
+        return Installed(
+            source="deepspeed torch_info", location=info_file,
+            built_for=(f"torch {torch_info.get('version')} (cuda {torch_info.get('cuda_version')})"
+                       if torch_info else "unknown"),
+            known=bool(torch_info), problems=installed_problems(torch_info, torch),
+            fix="install a DeepSpeed built for the installed torch (abistamp build "
+                "deepspeed==VERSION --torch torch==X), or rebuild it with --no-build-isolation "
+                "against this torch; uv users: extra-build-dependencies with match-runtime "
+                "(docs/deepspeed.md)",
+            version=str(values.get("version", "?")))
+
+
+PROFILE = DeepSpeed()
 
 
 def wheel_facts(wheel: Path, abi: TorchABI, *, required: bool) -> dict[str, Any] | None:
@@ -156,14 +207,7 @@ def sdist_build_string(project: Path) -> str | None:
 
 
 def read_info(source: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return values
+    return read_constants(source, INFO_MODULE)
 
 
 def torch_info_problems(torch_info: dict[str, Any], abi: TorchABI) -> list[str]:
@@ -182,32 +226,15 @@ def torch_info_problems(torch_info: dict[str, Any], abi: TorchABI) -> list[str]:
     return problems
 
 
-def host_cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-# x86-64-v3: AVX2, FMA, BMI2, F16C; every x86-64 server CPU since about 2015.
-PORTABLE: dict[str, Any] = {
-    "machine": "x86_64",
-    "march": "x86-64-v3",
-    "simd": "AVX256",
-    "flags": ["avx", "avx2", "bmi2", "f16c", "fma", "sse4_2"],
-}
-
-
-def cpu_requirements() -> dict[str, Any]:
-    """What DeepSpeed's CPU ops assume of the CPU: -march=native of this builder."""
-    flags = host_cpu_flags()
-    return {
-        "machine": platform.machine(),
-        "march": "native",
-        "simd": "AVX512" if "avx512f" in flags else "AVX256" if "avx2" in flags else "SCALAR",
-        "flags": sorted(f for f in X86_FLAGS if f in flags),
-    }
+def installed_problems(torch_info: dict[str, Any], torch: TorchABI | None) -> list[str]:
+    """An installed DeepSpeed's torch_info against the installed torch."""
+    if not torch_info:
+        return []
+    if torch is None:
+        built = torch_info.get("version")
+        return [f"DeepSpeed was built for torch {built}, but torch is not installed"]
+    if str(torch_info.get("version")) == "0.0":
+        return []  # built without torch: no ops compiled, nothing to go stale
+    # DeepSpeed checks its prebuilt ops against torch's major.minor, CUDA and HIP at load.
+    return [f"DeepSpeed {p.replace('build ', 'installed ')}"
+            for p in torch_info_problems(torch_info, torch)]
