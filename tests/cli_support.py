@@ -70,13 +70,17 @@ def copy_wheelhouse(wheelhouse: Path, dest: Path) -> Path:
 
 
 # Runs the command line in this interpreter under an audit hook (PEP 578) that records every
-# process it starts, then writes what it saw and whether torch was imported: "nothing to do"
-# paths are held to starting no compiler, no interpreter and no uv, and to never importing torch.
+# process it starts and every network connection or name lookup it makes, then writes what it
+# saw and whether torch was imported: "nothing to do" paths are held to starting no compiler,
+# no interpreter and no uv, to never importing torch, and to never touching the network.
 _TRACER = """
 import json, runpy, sys
 spawned = []
+network = []
 def hook(event, args):
-    if event == "subprocess.Popen":
+    if event in ("socket.connect", "socket.getaddrinfo", "socket.sendto"):
+        network.append([event, repr(args[1] if event != "socket.getaddrinfo" else args[0])])
+    elif event == "subprocess.Popen":
         spawned.append([str(a) for a in args[1]] if isinstance(args[1], (list, tuple))
                        else [str(args[1])])
     elif event in ("os.posix_spawn", "os.exec", "os.spawn", "os.system"):
@@ -88,13 +92,21 @@ try:
     runpy.run_module("abistamp", run_name="__main__", alter_sys=True)
 finally:
     with open(out, "w") as f:
-        json.dump({"spawned": spawned, "torch_imported": "torch" in sys.modules}, f)
+        json.dump({"spawned": spawned, "torch_imported": "torch" in sys.modules,
+                   "network": network}, f)
 """
 
 
-def traced_cli(trace: Path, *args: str | Path, check: bool = True
-               ) -> tuple[Result, list[list[str]], bool]:
+def traced_cli(trace: Path, *args: str | Path, check: bool = True,
+               env: dict[str, str] | None = None) -> tuple[Result, list[list[str]], bool]:
     """`cli`, plus the commands it started and whether it imported torch."""
-    result = run([sys.executable, "-c", _TRACER, trace, *args], env=clean_env(), check=check)
+    result = run([sys.executable, "-c", _TRACER, trace, *args], env=env or clean_env(),
+                 check=check)
     seen = json.loads(trace.read_text())
     return result, seen["spawned"], seen["torch_imported"]
+
+
+def network_used(trace: Path) -> list[list[str]]:
+    """The connections and name lookups of the last `traced_cli` run that wrote trace."""
+    used: list[list[str]] = json.loads(trace.read_text())["network"]
+    return used

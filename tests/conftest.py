@@ -53,6 +53,41 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# What makes a test slow: a torch environment or its wheels (uv links them from its cache in
+# seconds, but `import torch` alone takes seconds), a compile, a built wheelhouse, DeepSpeed.
+# The fixture closure counts (item.fixturenames), so a module fixture that builds on env213
+# makes its tests slow too. The CUDA torch (5 GB) also needs `cuda`.
+CUDA_FIXTURES = frozenset({"env214", "torch214_wheels", "tiny_wheelhouse_214"})
+SLOW_FIXTURES = CUDA_FIXTURES | {"env213", "torch213_wheels", "tiny", "tiny_wheelhouse",
+                                 "ds_sdist", "ds_wheels", "ds_wh"}
+
+
+def missing_markers(item: pytest.Item) -> list[str]:
+    """The markers (`slow`, `cuda`) that a test's fixtures ask for and it does not carry."""
+    names = set(getattr(item, "fixturenames", ()))
+    needed = (["slow"] if names & SLOW_FIXTURES else []) + (["cuda"] if names & CUDA_FIXTURES
+                                                              else [])
+    return [m for m in needed if item.get_closest_marker(m) is None]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m "not slow"` must be a fast subset: a test that uses a torch environment, a compile
+    or the CUDA torch without saying so fails at set-up, before any of it is made."""
+    for item in items:
+        missing = missing_markers(item)
+        if missing:
+            why = (f"{item.nodeid} uses "
+                   f"{', '.join(sorted(set(item.fixturenames) & SLOW_FIXTURES))} but is not "
+                   f"marked {' and '.join(missing)}: add @pytest.mark.{missing[0]}"
+                   + (f" and @pytest.mark.{missing[1]}" if len(missing) > 1 else "")
+                   + " (or pytestmark in the module)")
+
+            def refuse(why: str = why) -> None:
+                pytest.fail(why, pytrace=False)
+
+            item.setup = refuse  # type: ignore[method-assign]
+
+
 def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A folder of this run that every worker (pytest-xdist) sees: each worker's basetemp is
     inside the session's."""

@@ -14,6 +14,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from .conftest import DATA, Env, copy_project, run
 
 TEMPLATE = '''
@@ -119,6 +121,7 @@ print(json.dumps(results))
 '''
 
 
+@pytest.mark.slow
 def test_bad_inputs_battery(env213: Env, tmp_path: Path) -> None:
     cases = []
     for i, (name, extra, config, environ, _) in enumerate(CASES):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # the `test` extra brings pyyaml
 
 from abistamp.cli.main import build_parser
 from abistamp.core.errors import AbistampError
@@ -263,7 +264,6 @@ def test_workflow_passes_the_github_workflow_schema_offline(tmp_path: Path) -> N
 
 
 def test_workflow_uses_only_keys_that_cells_have(tmp_path: Path) -> None:
-    yaml = pytest.importorskip("yaml")
     workflow = yaml.safe_load(WORKFLOW.read_text())
     cells = matrix_json(project(tmp_path, SMALL))["include"]
     used = set(re.findall(r"(?<![.\w])matrix\.([A-Za-z_][A-Za-z0-9_-]*)", WORKFLOW.read_text()))
@@ -277,12 +277,12 @@ def test_workflow_uses_only_keys_that_cells_have(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_run_locally_builds_two_cells_and_merges_them(
         tmp_path: Path, torch213_wheels: Path, torch214_wheels: Path) -> None:
     """The workflow's step commands, run on this machine by examples/ci/run-locally: the
     matrix job, two build cells (torch 2.13.0 on CPU, the CUDA build of torch 2.14.1, each
     from its own find-links folder), then the merge."""
-    pytest.importorskip("yaml")
     src = copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")
     other = "3.12" if HERE != "3.12" else "3.13"
     # The example's own table names download.pytorch.org; here each torch comes from a folder.
@@ -326,13 +326,21 @@ def fill_cell(text: str, cell: dict[str, Any]) -> str:
 def test_cibuildwheel_reads_the_recipe_for_each_cell(tmp_path: Path) -> None:
     """cibuildwheel's own option parsing (offline) of examples/ci/cibuildwheel.toml plus the
     per-run environment that examples/ci/cibuildwheel.yml sets from each cell."""
-    yaml = pytest.importorskip("yaml")
     try:
         from cibuildwheel.options import CommandLineArguments, compute_options
     except ImportError:
         need(False, "cibuildwheel is not installed (pip install -e '.[test]')")
-    run([check_jsonschema(), "--builtin-schema", "vendor.github-workflows",
-         CI / "cibuildwheel.yml"])
+    ok = run([check_jsonschema(), "--builtin-schema", "vendor.github-workflows",
+              CI / "cibuildwheel.yml"])
+    assert "ok -- validation done" in ok.stdout
+    # The schema check can fail: the same recipe with a step that has no `uses` or `run` does.
+    steps = (CI / "cibuildwheel.yml").read_text()
+    assert "      - uses: " in steps
+    broken = tmp_path / "broken-cibuildwheel.yml"
+    broken.write_text(steps.replace("      - uses: ", "      - usess: ", 1))
+    bad = run([check_jsonschema(), "--builtin-schema", "vendor.github-workflows", broken],
+              check=False)
+    assert bad.returncode == 1 and "usess" in bad.output, bad.output
     recipe = (CI / "cibuildwheel.toml").read_text()
     project(tmp_path, recipe + '\n[project]\nname = "tiny-ext"\nversion = "0.3.0"\n\n'
             '[tool.abistamp.matrix]\ntorch = ["2.13.0", "2.14.1"]\npython = ["3.11", "3.12"]\n'

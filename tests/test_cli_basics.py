@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 import zipfile
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from abistamp import __version__
+from abistamp.cli.main import build_parser
 
 from .cli_support import ABISTAMP, cli, fresh_env
 from .conftest import Env, run
@@ -19,18 +22,51 @@ def test_version() -> None:
     assert cli("--version").stdout.strip() == f"abistamp {__version__}"
 
 
-def test_help_lists_commands_examples_and_exit_codes() -> None:
+# Every command, and the fact its help must state (beyond usage and options).
+COMMANDS = {
+    "build": "Variants already in the wheelhouse are skipped.",
+    "stamp": "with the ABI of an environment's torch, by the backend's rules and code",
+    "repair": "left to the installed torch; the stamps and the ABI record kept",
+    "inspect": "Show the ABI record, stamps and torch pins of wheels.",
+    "check": "Reads files only: no import of torch. Exit code 1 on any mismatch.",
+    "uv-config": "make a uv project install each extra's wheels from one ABI folder",
+    "index": "refusing two different files under one name",
+    "matrix": "Expand [tool.abistamp.matrix] of PROJECT's pyproject.toml",
+}
+
+
+def examples(help_text: str) -> list[list[str]]:
+    """The command lines of a help text's `example(s):` section that run abistamp."""
+    section = re.split(r"^examples?:$", help_text, flags=re.MULTILINE)[1]
+    lines = [shlex.split(line, comments=True) for line in section.splitlines() if line.strip()]
+    return [words[1:] for words in lines if words and words[0] == "abistamp"]
+
+
+def test_help_lists_every_command_examples_and_exit_codes() -> None:
     out = cli("--help").stdout
-    for command in ("build", "stamp", "inspect", "check", "uv-config"):
-        assert f"  {command} " in out
+    listed = re.search(r"\{([a-z,-]+)\}", out)
+    assert listed is not None and set(listed[1].split(",")) == set(COMMANDS), \
+        "a new command needs its row in COMMANDS"
+    for command in COMMANDS:
+        assert re.search(rf"^    {command} +\w", out, re.MULTILINE), command
     assert "examples:" in out and "exit codes: 0 ok; 1 a mismatch" in out
+    # Each example is a command line the real parser accepts.
+    shown = examples(out)
+    assert {args[0] for args in shown} == set(COMMANDS)
+    for args in shown:
+        build_parser().parse_args(args)
 
 
-@pytest.mark.parametrize("command", ["build", "stamp", "inspect", "check", "uv-config"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_each_command_has_help_with_examples(command: str) -> None:
     out = cli(command, "--help").stdout
     assert out.startswith(f"usage: abistamp {command}")
-    assert "example" in out
+    assert COMMANDS[command] in " ".join(out.split()), out
+    shown = examples(out)
+    assert shown, f"`abistamp {command} --help` shows no example"
+    for args in shown:
+        assert args[0] == command, args
+        assert build_parser().parse_args(args).command == command, args
 
 
 def test_no_command_prints_help_and_exits_2() -> None:
@@ -109,6 +145,7 @@ def test_stamp_needs_an_abi_source(tmp_path: Path) -> None:
     assert "one of the arguments --python --abi-from is required" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_an_environment_without_records(torch213_wheels: Path, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0")
     result = cli("check", "--python", env.python)
@@ -119,6 +156,7 @@ def test_check_an_environment_without_records(torch213_wheels: Path, tmp_path: P
     assert data["torch"]["torch"] == env.torch == "2.13.0+cpu"
 
 
+@pytest.mark.slow
 def test_check_defaults_to_the_active_environment(env213: Env, tmp_path: Path) -> None:
     env = env213.env()  # VIRTUAL_ENV points at env213, as an activated venv would
     result = run([*ABISTAMP, "check"],

@@ -29,6 +29,8 @@ from .cli_support import (
 )
 from .conftest import Env, clean_env, read_record, run
 
+pytestmark = pytest.mark.slow
+
 WHEEL = "abistamp_probe-1.0.0+pt213cpu-1pt213cpu-py3-none-any.whl"
 
 
@@ -174,6 +176,20 @@ def wait_for(proc: subprocess.Popen[str], marker: str) -> str:
     raise AssertionError(f"never saw {marker!r}:\n{seen}")
 
 
+def processes_naming(folder: Path) -> list[str]:
+    """The command lines of running processes that name folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace") \
+                if entry.name.isdigit() else ""
+        except OSError:
+            continue  # gone meanwhile
+        if str(folder) in cmdline:
+            found.append(cmdline.replace("\0", " ")[:200])
+    return found
+
+
 def test_interrupted_builds_leave_no_wheel_and_the_next_run_builds(
         torch213_wheels: Path, tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) mid-build, then SIGKILL mid-build: neither leaves a wheel, a manifest
@@ -198,7 +214,12 @@ def test_interrupted_builds_leave_no_wheel_and_the_next_run_builds(
         assert not list(wheelhouse.rglob("*.whl")) if wheelhouse.exists() else True
         assert not (wheelhouse / "abistamp-wheelhouse.json").exists() or \
             manifest(wheelhouse)["variants"] == {}
-    time.sleep(0.5)  # the killed run's hook process dies with it (PR_SET_PDEATHSIG)
+    # The killed run's hook process dies with it (PR_SET_PDEATHSIG): wait for that, not for a
+    # time. Its command line names the work folder.
+    deadline = time.monotonic() + 60
+    while processes_naming(work):
+        assert time.monotonic() < deadline, f"still running: {processes_naming(work)}"
+        time.sleep(0.05)
     result = run(cmd, env=clean_env())
     assert summary_rows(result.stdout)["torch==2.13.0"][:3] == ["built", "pt213cpu", WHEEL]
     assert_consistent(wheelhouse)

@@ -2,7 +2,8 @@
 
 Each case runs `uv build --wheel` on a real project and checks three things: the build fails,
 the message names the problem and the fix, and no object file was compiled (the error came
-before the compiler) and no wheel was written.
+before the compiler; for the probe, which compiles nothing: the wrapped backend's build never
+started) and no wheel was written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 from .cli_support import fresh_env
 from .conftest import Env, need, run, uv_bin
 
+pytestmark = pytest.mark.slow
+
 
 def build(project: Path, env: Env, tmp_path: Path, *args: str, **environ: str) -> str:
     out = tmp_path / "out"
@@ -24,6 +27,10 @@ def build(project: Path, env: Env, tmp_path: Path, *args: str, **environ: str) -
     assert result.returncode != 0, result.output
     assert not list(out.glob("*.whl")) if out.exists() else True
     assert not list(project.rglob("*.o")), "the error must come before any compiling"
+    if not (project / "csrc").is_dir():
+        # The probe compiles nothing: what shows the error came first is that the wrapped
+        # backend's build never started (setuptools' bdist_wheel makes build/ first).
+        assert not (project / "build").exists(), "the error must come before the build"
     return result.output
 
 
@@ -45,6 +52,7 @@ def test_cuda_sources_with_a_cpu_torch(tiny: Path, env213: Env, tmp_path: Path) 
            "environment is a CPU build" in output
 
 
+@pytest.mark.cuda
 def test_nvcc_missing(tiny: Path, env214: Env, tmp_path: Path) -> None:
     empty = tmp_path / "no-cuda-here"
     empty.mkdir()
@@ -53,6 +61,7 @@ def test_nvcc_missing(tiny: Path, env214: Env, tmp_path: Path) -> None:
     assert "fix: install the CUDA 13.0 toolkit" in output
 
 
+@pytest.mark.cuda
 def test_nvcc_of_another_major_version(tiny: Path, env214: Env, tmp_path: Path) -> None:
     # The machine has one toolkit (13.0); an nvcc that reports 12.4 is the only way to show
     # the mismatch check. It answers --version and nothing else: nothing may compile.
@@ -65,6 +74,7 @@ def test_nvcc_of_another_major_version(tiny: Path, env214: Env, tmp_path: Path) 
     assert "is CUDA 12.4, but torch 2.14.1 was built with CUDA 13.0" in output
 
 
+@pytest.mark.cuda
 def test_toolkit_root_without_headers(tiny: Path, env214: Env, tmp_path: Path) -> None:
     root = tmp_path / "bare-root"
     (root / "bin").mkdir(parents=True)
@@ -90,6 +100,26 @@ def test_bad_settings_through_a_frontend(probe: Path, env213: Env, tmp_path: Pat
                                          args: list[str], environ: dict[str, str],
                                          message: str) -> None:
     assert message in build(probe, env213, tmp_path, *args, **environ)
+
+
+def test_unknown_setting_without_a_close_match(probe: Path, env213: Env, tmp_path: Path
+                                               ) -> None:
+    """No suggestion to make: the message names the key and lists what is known instead."""
+    output = build(probe, env213, tmp_path, "-C", "abistamp.qqq=1")
+    assert "unknown" in output and "`abistamp.qqq`" in output
+    assert "did you mean" not in output, output
+    assert "abistamp.label" in output and "abistamp.local-version" in output, output
+
+
+def test_ninja_true_without_ninja(probe: Path, torch213_wheels: Path, tmp_path: Path) -> None:
+    """An environment without the ninja package (uv puts the environment's bin/ on PATH), and
+    no other ninja on PATH."""
+    env = torch_env(tmp_path, torch213_wheels)
+    bare = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if d and not (Path(d) / "ninja").exists())
+    output = build(probe, env, tmp_path, "-C", "abistamp.ninja=true", PATH=bare)
+    assert "config setting `abistamp.ninja` asks for ninja, but no `ninja` is on PATH" in output
+    assert "fix: install ninja" in output
 
 
 def torch_env(tmp_path: Path, torch213_wheels: Path) -> Env:

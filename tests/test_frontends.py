@@ -6,6 +6,7 @@ but compiles nothing, so these run in seconds; test_tiny_ext.py compiles for rea
 
 from __future__ import annotations
 
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -16,6 +17,8 @@ from .conftest import Env, private_envs, read_dist_file, read_record, run, uv_bi
 
 # The probe is installed into these and removed again: this module's own (conftest.py).
 env213, env214 = private_envs("frontends")
+
+pytestmark = pytest.mark.slow
 
 PROBE = "abistamp_probe"
 
@@ -96,6 +99,7 @@ def test_pip_wheel_uses_prepared_metadata(probe: Path, env213: Env, tmp_path: Pa
 
 
 @pytest.mark.parametrize("frontend", ["pip", "uv"])
+@pytest.mark.cuda
 def test_install_from_directory(frontend: str, probe: Path, env213: Env, env214: Env,
                                 tmp_path: Path) -> None:
     """Install the same source tree under both torches: each gets its own build."""
@@ -119,6 +123,7 @@ def test_install_from_directory(frontend: str, probe: Path, env213: Env, env214:
         assert version == "1.0.0", "installers were promised 1.0.0 by prepare_metadata"
 
 
+@pytest.mark.cuda
 def test_two_torches_give_two_different_wheels(probe: Path, env213: Env, env214: Env,
                                                tmp_path: Path) -> None:
     names = {}
@@ -172,13 +177,59 @@ def test_static_project_metadata_is_left_alone(probe: Path, env213: Env, tmp_pat
     assert 'To pin it, add "torch==2.13.0+cpu" to `[project] dependencies`' in result.stderr
 
 
-@pytest.mark.parametrize(("setting", "local"), [("always", True), ("never", False)])
-def test_local_version_setting_forces(setting: str, local: bool, probe: Path, env213: Env,
-                                      tmp_path: Path) -> None:
+# A PKG-INFO in the tree is what an unpacked sdist has (metadata 2.4, nothing dynamic).
+PKG_INFO = "Metadata-Version: 2.4\nName: abistamp-probe\nVersion: 1.0.0\n"
+
+
+@pytest.mark.parametrize("case", ["always, pip wheel DIR", "always, unpacked sdist",
+                                  "never, tree"])
+def test_local_version_setting_forces(case: str, probe: Path, env213: Env, tmp_path: Path
+                                      ) -> None:
+    """Each setting against a build where `auto` decides the other way: `always` where the
+    frontend asked for metadata first (pip) and from an unpacked sdist, `never` from a tree."""
     out = tmp_path / "out"
-    run([env213.python, "-m", "build", "--no-isolation", "--wheel", "-o", out,
-         f"-Cabistamp.local-version={setting}", probe])
-    assert read_record(only_wheel(out))["local_version"]["applied"] is local
+    setting = case.split(",")[0]
+    config = f"-Cabistamp.local-version={setting}"
+    if case == "always, pip wheel DIR":
+        run([env213.python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+             out, config, probe], env=env213.env())
+        pin: str | None = "torch==2.13.0+cpu"
+    elif case == "always, unpacked sdist":
+        (probe / "PKG-INFO").write_text(PKG_INFO)
+        run([env213.python, "-m", "build", "--no-isolation", "--wheel", "-o", out, config,
+             probe])
+        pin = None  # the sdist's Requires-Dist is static (PEP 643)
+    else:
+        run([uv_bin(), "build", "--wheel", "--no-build-isolation", "-p", env213.python,
+             "--out-dir", out, config, probe])
+        pin = "torch==2.13.0+cpu"
+    wheel = only_wheel(out)
+    # The wheel's name and METADATA, not only the record.
+    assert_stamped(wheel, env213, "pt213cpu", local=setting == "always", pin=pin)
+    assert f"`local-version` is `{setting}`" in read_record(wheel)["local_version"]["reason"]
+
+
+def test_always_labels_the_metadata_prepared_for_the_frontend(probe: Path, env213: Env,
+                                                              tmp_path: Path) -> None:
+    """With `local-version = "always"`, prepare_metadata_for_build_wheel promises the labelled
+    version, so the wheel build_wheel then makes matches it (PEP 517): pip's own report of
+    what it would install and uv's install both say 1.0.0+pt213cpu."""
+    report = tmp_path / "report.json"
+    run([env213.python, "-m", "pip", "install", "--dry-run", "--no-deps",
+         "--no-build-isolation", "--quiet", "--report", report,
+         "-Cabistamp.local-version=always", probe], env=env213.env())
+    (planned,) = json.loads(report.read_text())["install"]
+    assert planned["metadata"]["version"] == "1.0.0+pt213cpu"
+    assert planned["metadata"]["requires_dist"] == ["torch==2.13.0+cpu"]
+    target = tmp_path / "target"
+    result = run([uv_bin(), "pip", "install", "-p", env213.python, "--no-deps",
+                  "--no-build-isolation", "--target", target,
+                  "-Cabistamp.local-version=always", probe], env=env213.env())
+    assert "+ abistamp-probe==1.0.0+pt213cpu" in result.stderr
+    (dist_info,) = target.glob("*.dist-info")
+    assert dist_info.name == "abistamp_probe-1.0.0+pt213cpu.dist-info"
+    record = json.loads((dist_info / "abistamp.json").read_text())
+    assert "prepare_metadata_for_build_* put the label" in record["local_version"]["reason"]
 
 
 def test_editable_install_carries_the_record(probe: Path, env213: Env) -> None:

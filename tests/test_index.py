@@ -12,6 +12,7 @@ import html.parser
 import json
 import re
 import shutil
+import sys
 import urllib.parse
 import zipfile
 from pathlib import Path
@@ -81,6 +82,7 @@ def merged(cells: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_merge_writes_every_page_with_working_links(cells: tuple[Path, Path],
                                                     merged: tuple[Path, Result]) -> None:
     out, result = merged
@@ -124,6 +126,7 @@ def test_merge_writes_every_page_with_working_links(cells: tuple[Path, Path],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tuple[Path, Result],
                                             tmp_path: Path) -> None:
     a, b = cells
@@ -164,6 +167,8 @@ def test_a_conflicting_duplicate_is_refused(cells: tuple[Path, Path], merged: tu
     assert [p.name for p in (tmp_path / "dup").glob("*/*.whl")] == [CPU]
 
 
+@pytest.mark.slow
+@pytest.mark.cuda
 def test_a_wheel_in_another_abis_folder_is_refused(cells: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     """The folder is the ABI's identity: a wheel in the wrong one, one without an ABI record
@@ -212,6 +217,7 @@ def test_inputs_that_are_not_wheelhouses(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_adding_a_cell_rewrites_only_what_changed(cells: tuple[Path, Path],
                                                   merged: tuple[Path, Result],
                                                   tmp_path: Path) -> None:
@@ -251,6 +257,7 @@ def installed(env: Env) -> tuple[list[float], str, str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
                                                   torch213_wheels: Path, torch214_wheels: Path,
                                                   tmp_path: Path) -> None:
@@ -262,7 +269,7 @@ def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
         env = fresh_env(tmp_path / label, wheels, f"torch=={torch}")
         # Naming torch keeps the installers from taking the newest tiny-ext and replacing the
         # environment's torch for it (FACTS: the wheelhouse flow).
-        pip = ["python3", "-m", "pip", "--python", env.python, "install", "-q",
+        pip = [sys.executable, "-m", "pip", "--python", env.python, "install", "-q",
                "--find-links", wheels, "tiny-ext", f"torch=={torch}"]
         uv = [uv_bin(), "pip", "install", "-p", env.python, "--find-links", wheels, "tiny-ext",
               f"torch=={torch}"]
@@ -277,6 +284,7 @@ def test_pip_and_uv_install_from_the_merged_index(merged: tuple[Path, Result],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_served_by_a_static_file_server(merged: tuple[Path, Result], tmp_path: Path) -> None:
     """The folder as it is, behind `python -m http.server`: pip finds each wheel through the
     PEP 503 index and through the flat page, and gets the bytes the hash fragment names."""
@@ -292,7 +300,7 @@ def test_served_by_a_static_file_server(merged: tuple[Path, Result], tmp_path: P
         for where, wheel in ((["--index-url", f"{url}/simple/"], CPU),
                              (["--no-index", "--find-links", f"{url}/all.html"], CUDA)):
             version = wheel.split("-")[1]
-            run(["python3", "-m", "pip", "download", "--no-deps", "-d", tmp_path, *where,
+            run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp_path, *where,
                  f"tiny-ext=={version}"], env=pip_env())
             label = version.split("+")[1]
             assert sha256(tmp_path / wheel) == sha256(merged[0] / label / wheel)
@@ -313,6 +321,7 @@ def single_index_project(folder: Path, config: str, torch214_wheels: Path) -> Pa
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
                                                   torch214_wheels: Path, tmp_path: Path) -> None:
     out = merged[0]
@@ -359,6 +368,7 @@ def test_single_index_extras_resolve_to_their_abi(merged: tuple[Path, Result],
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
         cells: tuple[Path, Path], torch213_wheels: Path, tmp_path: Path) -> None:
     a, b = cells
@@ -388,6 +398,10 @@ def test_single_index_refuses_pins_that_cannot_tell_the_abis_apart(
     assert (f"(no build in `{out / 'abistamp-wheelhouse.json'}` made the wheels of `pt213cpu`: "
             "they were put there by hand, or stamped again)") in line, line
     assert "(fix: pass `--torch-index cpu=https://download.pytorch.org/whl/cpu`" in line
-    assert cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130",
-               "--torch-index", f"cpu={torch213_wheels}").returncode == 0
+    routed = cli("uv-config", out, "--extra", "cpu=pt213cpu", "--extra", "cu130=pt214cu130",
+                 "--torch-index", f"cpu={torch213_wheels}").stdout
+    assert ('tiny-ext = [\n    { index = "abistamp-pt213cpu", extra = "cpu" },\n'
+            '    { index = "abistamp-pt214cu130", extra = "cu130" },\n]') in routed, routed
+    assert 'conflicts = [[{ extra = "cpu" }, { extra = "cu130" }]]' in routed
+    assert 'cpu = ["torch==2.13.0+cpu", "tiny-ext"]' in routed
 

@@ -21,6 +21,8 @@ import pytest
 
 from .conftest import OLDEST_PIP, Env, clean_env, private_envs, read_record, run, uv_bin
 
+pytestmark = [pytest.mark.slow, pytest.mark.cuda]
+
 # The probe is installed into these and removed again: this module's own (conftest.py).
 env213, env214 = private_envs("matrix")
 

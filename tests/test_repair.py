@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def test_repaired_wheel_installs_and_runs_with_pip_and_uv(repaired: tuple[Path, 
     wheel = repaired[0]
     pip_env = {k: v for k, v in clean_env().items() if not k.startswith("PIP_")}
     pip_env["PIP_CONFIG_FILE"] = os.devnull
-    run(["python3", "-m", "pip", "--python", torch_env.python, "install", "--no-deps",
+    run([sys.executable, "-m", "pip", "--python", torch_env.python, "install", "--no-deps",
          "--no-index", wheel], env=pip_env)
     values, compiled = json.loads(torch_env.py(RUN_OP).stdout)
     assert values == [1.0, 3.0, 5.0] and compiled.startswith("2.13")

@@ -38,6 +38,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, env213: Env, env214: Env
     return out
 
 
+@pytest.mark.cuda
 def test_two_torches_two_stamped_wheels(built: dict[str, Path]) -> None:
     assert built["2.13.0+cpu"].name == (
         "tiny_ext-0.3.0+pt213cpu-1pt213cpu-cp311-cp311-linux_x86_64.whl")
@@ -58,6 +59,7 @@ def test_two_torches_two_stamped_wheels(built: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.cuda
 def test_each_wheel_installs_and_its_op_runs(installer: str, built: dict[str, Path],
                                              env213: Env, env214: Env) -> None:
     for env in (env213, env214):
@@ -73,6 +75,7 @@ def test_each_wheel_installs_and_its_op_runs(installer: str, built: dict[str, Pa
         assert env.torch.startswith(compiled), (compiled, env.torch)
 
 
+@pytest.mark.cuda
 def test_cuda_variant_compiles_with_the_machines_nvcc(env214: Env, tmp_path: Path) -> None:
     """nvcc on PATH is a wrapper outside the toolkit here; the backend finds the real root."""
     src = copy_project(EXAMPLES / "tiny-ext", tmp_path / "tiny-ext")

@@ -272,16 +272,25 @@ class Build:
     @restores_process
     def prepare_metadata(self, hook: str, metadata_directory: str) -> str:
         abi = self.detect_abi()
-        name = getattr(self.backend, hook)(metadata_directory, self.config)
+        name = str(getattr(self.backend, hook)(metadata_directory, self.config))
         pin = self.pin(abi)
-        if pin:
-            meta = Path(metadata_directory) / name / "METADATA"
+        # `local-version = "always"` labels the prepared metadata too: the frontend then passes
+        # it to build_wheel, whose wheel must match it (PEP 517), and it does (docs/stamping.md).
+        label = label_for(self.settings, abi) if self.settings.local_version == "always" else None
+        if pin or label:
+            from .labels import stamped_version
             from .stamp import edit_metadata
 
+            meta = Path(metadata_directory) / name / "METADATA"
             text = meta.read_bytes()
             version = _header(text, "Version") or ""
-            write_atomic(meta, edit_metadata(text, version, (pin,)))
-        return str(name)
+            new_version = stamped_version(version, label) if label else version
+            write_atomic(meta, edit_metadata(text, new_version, (pin,) if pin else ()))
+            if new_version != version:
+                renamed = f"{name[:-len('.dist-info')].rsplit('-', 1)[0]}-{new_version}.dist-info"
+                os.replace(Path(metadata_directory) / name, Path(metadata_directory) / renamed)
+                name = renamed
+        return name
 
     @restores_process
     def build(self, hook: str, wheel_directory: str, metadata_directory: str | None) -> str:
@@ -366,6 +375,9 @@ class Build:
     def local_version_reason(self, editable: bool, metadata_directory: str | None
                              ) -> tuple[bool, str]:
         mode = self.settings.local_version
+        if mode == "always" and metadata_directory is not None:
+            return True, ("`local-version` is `always` (prepare_metadata_for_build_* put the "
+                          "label into the metadata the frontend holds)")
         if mode != "auto":
             return mode == "always", f"`local-version` is `{mode}`"
         if metadata_directory is not None:
