@@ -77,6 +77,7 @@ def one_error(result: Result) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_recipe_1_then_uv_config_lock_and_sync(recipe: Path, torch213_wheels: Path,
                                               torch214_wheels: Path, tmp_path: Path) -> None:
     assert sorted(p.relative_to(recipe).as_posix() for p in recipe.glob("*/*.whl")) == [
@@ -117,6 +118,7 @@ def test_recipe_1_then_uv_config_lock_and_sync(recipe: Path, torch213_wheels: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_pages_a_hand_filled_folder_lacks_are_asked_for(recipe: Path, torch213_wheels: Path,
                                                         torch214_wheels: Path) -> None:
     torch = torch_indexes(torch213_wheels, torch214_wheels)
@@ -131,6 +133,7 @@ def test_pages_a_hand_filled_folder_lacks_are_asked_for(recipe: Path, torch213_w
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_index_makes_a_wheelhouse_of_the_hand_filled_folder(
         recipe: Path, torch213_wheels: Path, torch214_wheels: Path, tmp_path: Path) -> None:
     public = tmp_path / "public"
@@ -162,6 +165,7 @@ def test_index_makes_a_wheelhouse_of_the_hand_filled_folder(
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_a_wheel_that_the_folder_cannot_vouch_for_is_refused(recipe: Path,
                                                             torch213_wheels: Path,
                                                             tmp_path: Path) -> None:
@@ -194,6 +198,7 @@ def test_a_wheel_that_the_folder_cannot_vouch_for_is_refused(recipe: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_single_index_of_two_abis_of_one_torch_names_the_cause(
         recipe: Path, torch213_wheels: Path, tmp_path: Path) -> None:
     """Two ABI folders built against the same torch (here the CPU wheel re-stamped under a
@@ -268,6 +273,7 @@ def test_torch_index_arguments(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.cuda
 def test_source_build_config_takes_the_torch_index_given(recipe: Path) -> None:
     """match-runtime needs torch from a PEP 503 index: `--torch-index URL` supplies one."""
     config = cli("uv-config", recipe, "--source-build", *EXTRAS, "--torch-index",
