@@ -38,6 +38,8 @@ TOOL_TABLE = "tool.abistamp"
 PYPROJECT = "pyproject.toml"
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
 DEFAULT_LABEL = "pt{major}{minor}{accelerator}"
+#: Sub-tables of [tool.abistamp] that the command line reads and the backend ignores.
+CLI_TABLES = frozenset({"matrix"})
 
 
 def _jobs(raw: Any, where: Location) -> str:
@@ -212,10 +214,11 @@ class Settings:
         config_settings: ConfigSettings | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
-        """As :meth:`load`, from a `[tool.abistamp]` table already read (:func:`tool_table`)."""
+        """As :meth:`load`, from a `[tool.abistamp]` table already read (:func:`tool_table`):
+        the sources, highest first, then the defaults."""
         chain = (EnvSource(os.environ if environ is None else environ),
                  ConfigSource(config_settings, TOOL_TABLE),
-                 TomlSource(table, TOOL_TABLE, PYPROJECT, "known settings"))
+                 TomlSource(table, TOOL_TABLE, PYPROJECT, listed_as="known settings"))
         values, origins = read_sources(FIELDS, chain)
         settings = cls(**values, origins=origins)
         settings.validate()
@@ -269,11 +272,8 @@ def read_tool_table(project_dir: Path) -> tuple[dict[str, Any], str]:
     return tool_table(read_project(project_dir)), PYPROJECT
 
 
-#: Sub-tables of [tool.abistamp] that the command line reads and the backend ignores.
-CLI_TABLES = frozenset({"matrix"})
-
-
 def read_pyproject(path: Path) -> dict[str, Any]:
+    """A TOML file, parsed; an AbistampError names the file when it is not valid TOML."""
     try:
         with path.open("rb") as f:
             data: dict[str, Any] = tomllib.load(f)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
@@ -86,7 +85,6 @@ class Field:
         return typing.get_args(self.type) if typing.get_origin(self.type) is Literal else ()
 
 
-@functools.cache
 def fields_of(group: type) -> tuple[Field, ...]:
     """The settings of a group, in declared order: its fields described by :func:`about`."""
     hints = typing.get_type_hints(group, include_extras=True)
