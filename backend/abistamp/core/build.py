@@ -33,7 +33,8 @@ from .labels import check_expected, torch_pin
 from .process import cpu_count, patched_environ, restored_environ
 from .profiles import Profile, select_profile
 from .record import RECORD_NAME, Stamp
-from .settings import CONFIG_PREFIX, ConfigSettings, Settings, read_pyproject
+from .settings import Settings, read_project, tool_table
+from .settings_model import CONFIG_PREFIX, ConfigSettings
 from .stamp import label_for, make_stamp, metadata_fields, stamp_wheel
 
 P = ParamSpec("P")
@@ -79,20 +80,20 @@ def load_backend(spec: str, where: str = "`tool.abistamp.backend`") -> Any:
     return obj
 
 
-def backend_spec(project_dir: Path, environ: Mapping[str, str]) -> tuple[str, str]:
-    """Which backend to wrap, decided before any config setting can arrive."""
-    from .settings import DEFAULT_BACKEND, FIELDS_BY_KEY, read_tool_table
+def backend_spec(table: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str, str]:
+    """Which backend to wrap, from the environment or the `[tool.abistamp]` table: decided
+    before any config setting can arrive."""
+    from .settings import DEFAULT_BACKEND, FIELDS_BY_KEY, PYPROJECT
 
     env_name = FIELDS_BY_KEY["backend"].env
     if environ.get(env_name):
         return environ[env_name].strip(), f"`{env_name}`"
-    table, pyproject = read_tool_table(project_dir)
     if "backend" in table:
         value = table["backend"]
         if not isinstance(value, str):
-            raise AbistampError(f"`tool.abistamp.backend` in `{pyproject}` must be a string",
+            raise AbistampError(f"`tool.abistamp.backend` in `{PYPROJECT}` must be a string",
                                 'write it as "setuptools.build_meta:__legacy__"')
-        return value.strip(), f"`tool.abistamp.backend` in `{pyproject}`"
+        return value.strip(), f"`tool.abistamp.backend` in `{PYPROJECT}`"
     return DEFAULT_BACKEND, "the default backend"
 
 
@@ -132,8 +133,11 @@ class Build:
                    for f in ("setup.py", "setup.cfg", "pyproject.toml")):
             raise AbistampError(f"`{self.project}` has no setup.py, setup.cfg or pyproject.toml",
                                 "run the build from the root of the project")
-        self.settings = Settings.load(self.project, config_settings)
-        spec, where = backend_spec(self.project, os.environ)
+        #: pyproject.toml, read once for the hook ({} without one).
+        self.pyproject = read_project(self.project)
+        table = tool_table(self.pyproject)
+        self.settings = Settings.from_table(table, config_settings)
+        spec, where = backend_spec(table, os.environ)
         self.backend = load_backend(spec, where)
         self.config = passthrough(config_settings)
         self.profile: Profile | None = select_profile(self.settings.profile, self.project)
@@ -325,7 +329,7 @@ class Build:
         with owned_scratch(out_dir) as scratch:
             tmp = str(scratch)
             name = self.backend.build_sdist(tmp, self.config)
-            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
+            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project, self.pyproject)
         return target.name
 
     def hold_back_for_sdist(self) -> None:
@@ -364,8 +368,7 @@ class Build:
             if tuple(int(x) for x in mv.split(".")[:2]) < (2, 2) or "requires-dist" in dynamic:
                 return True, "PKG-INFO leaves Requires-Dist dynamic"
             return False, "the sdist's PKG-INFO states Requires-Dist as static (PEP 643)"
-        pyproject = self.project / "pyproject.toml"
-        project = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+        project = self.pyproject.get("project")
         if project is None:
             return True, "no [project] table: metadata comes from setup.py"
         if "dependencies" in project.get("dynamic", []):
@@ -386,8 +389,7 @@ class Build:
             return False, "editable builds keep the version of the source"
         if (self.project / "PKG-INFO").is_file():
             return False, "building from an sdist, whose PKG-INFO states the version"
-        pyproject = self.project / "pyproject.toml"
-        project = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+        project = self.pyproject.get("project")
         if project is not None and "version" not in project.get("dynamic", []):
             return False, "`[project] version` is static, and uv reads it without asking"
         return True, "a wheel built straight from a source tree with a dynamic version"
