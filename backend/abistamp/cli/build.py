@@ -11,8 +11,9 @@ For every variant (a torch requirement, or an existing environment given with `-
    goes on the build's `sys.path`, as an in-tree `backend-path` would);
 3. a private copy of the source (a build folder left by one torch must not feed the next);
 4. the PEP 517 hooks `get_requires_for_build_wheel` and `build_wheel` of `abistamp.backend`,
-   run by the environment's python in the copy. abistamp is the backend whatever the project
-   declares: a project's own backend is wrapped through `ABISTAMP_BACKEND`;
+   run by the environment's python in the copy (through pyproject_hooks, runner.py). abistamp
+   is the backend whatever the project declares: a project's own backend is wrapped through
+   `ABISTAMP_BACKEND`;
 5. the wheel published into the wheelhouse (see wheelhouse.py).
 
 Each variant's work folder is keyed and locked, so two runs that want the same variant build it
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import re
 import shutil
@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -55,7 +55,7 @@ from .common import (
     table,
 )
 from .progress import Progress
-from .runner import RUNNER, Processes, find_uv
+from .runner import HookFailed, Hooks, Processes, find_uv
 from .sources import Source, copy_tree, resolve_source, unpack_sdist
 from .variants import (
     BuildFailed,
@@ -72,6 +72,7 @@ from .wheelhouse import Wheelhouse
 DEFAULT_SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip member can have
 PEP518_DEFAULT_REQUIRES = ["setuptools>=40.8.0", "wheel"]
 BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
+T = TypeVar("T")
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -199,25 +200,23 @@ class Matrix:
         # Each hook in a fresh process, as PEP 517 asks: setup.py and what it imports keep
         # state in modules (DeepSpeed caches its accelerator), which must not leak from the
         # requirements query into the build.
+        hooks = Hooks(self.procs, python, project, backend_path=backend_path, env=env, log=log,
+                      scratch=work)
         self.say(variant, "asking the backend for build requirements")
-        answer = self._hook(python, project, "get_requires_for_build_wheel", config, env, work,
-                            backend_path, log, out=out)
-        # Whatever `unmet` says: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies the name
-        # and version but brings no nvcc; the backend asks only when it has found none.
-        toolkits = [r for r in answer["result"] if requirement_cuda(r)]
+        requires, unmet = _hook(log, hooks.requires, config)
+        # Whatever the environment meets: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies
+        # the name and version but brings no nvcc; the backend asks only when it has found none.
+        toolkits = [r for r in requires if requirement_cuda(r)]
         for req in toolkits:
             self._kept_toolkit(variant, req, python, log)
-        answer["missing"] = [r for r in answer["missing"] if r not in toolkits]
-        if answer["missing"] and not variant.existing:
-            more = answer["missing"]
-            self.say(variant, f"installing what the backend asked for: {' '.join(more)}")
-            self._uv_install(python, more, log)
-        elif answer["missing"]:
-            log.write(f"abistamp: not installed in the given environment: {answer['missing']}\n")
+        missing = [r for r in unmet if r not in toolkits]
+        if missing and not variant.existing:
+            self.say(variant, f"installing what the backend asked for: {' '.join(missing)}")
+            self._uv_install(python, missing, log)
+        elif missing:
+            log.write(f"abistamp: not installed in the given environment: {missing}\n")
         self.say(variant, f"building the wheel (log: {log.name})")
-        answer = self._hook(python, project, "build_wheel", config, env, work, backend_path, log,
-                            out=out)
-        name = answer["result"]
+        name = _hook(log, hooks.build_wheel, out, config)
         wheel = out / str(name)
         record = _abi_record(wheel)
         entry: dict[str, Any] = {
@@ -393,27 +392,6 @@ class Matrix:
         if self.procs.run(cmd, log=log, env=_uv_environ()) != 0:
             raise BuildFailed(f"`uv pip install` failed: {_last_line(log)}")
 
-    def _hook(self, python: Path, project: Path, hook: str, config: dict[str, Any],
-              env: dict[str, str], work: Path, backend_path: list[str], log: IO[str],
-              out: Path) -> dict[str, Any]:
-        from .envs import private_copy
-
-        result_file = work / f"{hook}.json"
-        spec = {"abistamp": str(private_copy()), "backend_path": backend_path, "hook": hook,
-                "config": config, "out": str(out), "result": str(result_file),
-                "parent": os.getpid()}
-        rc = self.procs.run([str(python), "-c", RUNNER, json.dumps(spec)], log=log,
-                            cwd=project, env=env)
-        try:
-            answer: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            answer = {}
-        if "error" in answer:
-            raise BuildFailed(str(answer["error"]))
-        if rc != 0 or not answer:
-            raise BuildFailed(f"the build failed: {_last_line(log)}")
-        return answer
-
 
 def project_backend(project: Path) -> tuple[list[str], dict[str, str], list[str]]:
     """A project's build requirements (less abistamp), the backend to wrap, its backend-path."""
@@ -448,6 +426,15 @@ def _abi_record(wheel: Path) -> dict[str, Any]:
     if not record:
         raise BuildFailed(f"`{wheel.name}` has no abistamp record")
     return record
+
+
+def _hook(log: IO[str], call: Callable[..., T], *args: Any) -> T:
+    """A hook called through `Hooks`; its failure as one line: the backend's own message, else
+    the log's most telling line."""
+    try:
+        return call(*args)
+    except HookFailed as e:
+        raise BuildFailed(e.error or f"the build failed: {_last_line(log)}") from None
 
 
 def _uv_environ() -> dict[str, str]:
