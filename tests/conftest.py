@@ -70,9 +70,26 @@ def missing_markers(item: pytest.Item) -> list[str]:
     return [m for m in needed if item.get_closest_marker(m) is None]
 
 
+# The modules that take longest, longest first (minutes of wall time in a fresh-clone run on two
+# cores). pytest-xdist hands whole modules (`--dist loadfile`) to whichever worker is free, in
+# collection order (scripts/test passes `--no-loadscope-reorder`: its own order puts modules with
+# many tests first, which left the corpus, two tests, to start last and run alone). Starting the
+# long ones first lets the short ones fill in beside them, so both workers end together.
+LONGEST_FIRST = ("test_corpus.py", "test_deepspeed.py", "test_cuda_builds.py",
+                 "test_cli_deepspeed.py", "test_deepspeed_flags.py", "test_ci_matrix.py",
+                 "test_matrix.py", "test_tiny_ext.py")
+
+
+def longest_first(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`-m "not slow"` must be a fast subset: a test that uses a torch environment, a compile
-    or the CUDA torch without saying so fails at set-up, before any of it is made."""
+    or the CUDA torch without saying so fails at set-up, before any of it is made. Then the
+    longest modules go first (LONGEST_FIRST); the order within a module stays."""
+    items.sort(key=longest_first)
     for item in items:
         missing = missing_markers(item)
         if missing:

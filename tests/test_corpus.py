@@ -11,7 +11,9 @@ into a fresh environment, imported, and one of its compiled ops is called and it
 
 Both PyG builds pass `use_ninja=False`: torch compiles one file at a time, so the backend
 compiles MAX_JOBS extensions at once (setuptools' build_ext --parallel). The two builds run at
-once, with MAX_JOBS=1 each. The wheelhouses are kept in the test cache, keyed by abistamp's
+once, with MAX_JOBS=2 each: the module starts first in a run (conftest.py, LONGEST_FIRST), and
+torch-cluster alone is over ten minutes of compiling, so it must be able to use both cores when
+the other worker's builds leave them free. The wheelhouses are kept in the test cache, keyed by abistamp's
 backend code, so a second run of the suite builds nothing.
 
 The builds pass `--env CFLAGS=-g0`, as a user's CI job can: Python's own CFLAGS carry `-g`, and
@@ -70,7 +72,7 @@ def corpus(env213: Env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
                    str(root / spec / "wh"), "--work-dir", str(work / spec), "--cache-dir",
                    str(CACHE / "sdists"), "--env", NO_DEBUG_INFO]
             procs[spec] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                           text=True, env=clean_env(MAX_JOBS="1"))
+                                           text=True, env=clean_env(MAX_JOBS="2"))
         for spec, proc in procs.items():
             out, err = proc.communicate(timeout=2400)
             if proc.returncode != 0 and ("no sdist of" in err or "could not download" in err):

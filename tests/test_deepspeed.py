@@ -92,24 +92,27 @@ def git_hash(tree: Path) -> str:
 @pytest.fixture(scope="module")
 def ds_wheels(tmp_path_factory: pytest.TempPathFactory, ds_sdist: Path, env213: Env,
               env214: Env) -> dict[str, tuple[Path, str]]:
-    """One DeepSpeed wheel per torch, built with `uv build --wheel` from a checkout."""
+    """One DeepSpeed wheel per torch, built with `uv build --wheel` from a checkout: the CPU
+    torch's with the CPU Adam op compiled, the CUDA torch's with none (a CUDA torch's op,
+    compiled by nvcc for every arch, is test_cuda_builds.py's; the CPU Adam op here would cost
+    four more minutes of compiling and prove nothing the CPU torch's build does not)."""
     wheels = {}
-    for env in (env213, env214):
+    for env, build_env in ((env213, DS_BUILD_ENV), (env214, {})):
         # Kept between runs of the suite, keyed by everything that goes into the build.
-        out = CACHE / "deepspeed-wheels" / ds_wheel_key(ds_sdist, env, DS_BUILD_ENV)
+        out = CACHE / "deepspeed-wheels" / ds_wheel_key(ds_sdist, env, build_env)
         if not (out / "hash").is_file():
             tree = make_checkout(ds_sdist, tmp_path_factory.mktemp("ds"))
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             run([uv_bin(), "build", "--wheel", "--no-build-isolation", "-p", env.python,
-                 "--out-dir", out, tree], env=env.env(**DS_BUILD_ENV), timeout=1200)
+                 "--out-dir", out, tree], env=env.env(**build_env), timeout=1200)
             (out / "hash").write_text(git_hash(tree))
         (wheel,) = out.glob("*.whl")
         wheels[env.torch] = (wheel, (out / "hash").read_text())
     return wheels
 
 
-# DeepSpeed's build options (DS_BUILD_*) for the wheels of ds_wheels.
+# DeepSpeed's build options (DS_BUILD_*) for the CPU torch's wheel of ds_wheels.
 DS_BUILD_ENV = {"DS_BUILD_CPU_ADAM": "1"}
 
 
@@ -140,15 +143,16 @@ def test_two_distinct_fully_stamped_wheels(ds_wheels: dict[str, tuple[Path, str]
     (cpu, cpu_hash), (cuda, cuda_hash) = ds_wheels["2.13.0+cpu"], ds_wheels["2.14.1"]
     assert cpu.name == (f"deepspeed-{DS_VERSION}+{cpu_hash}.pt213cpu-1pt213cpu-"
                         "cp311-cp311-linux_x86_64.whl")
+    # No op compiled: a pure-Python wheel, still told apart by its label and build tag.
     assert cuda.name == (f"deepspeed-{DS_VERSION}+{cuda_hash}.pt214cu130-1pt214cu130-"
-                         "cp311-cp311-linux_x86_64.whl")
+                         "py3-none-any.whl")
     r_cpu, r_cuda = read_record(cpu), read_record(cuda)
     assert r_cpu["profile"]["torch_info"]["version"] == "2.13"
     assert r_cpu["profile"]["torch_info"]["cuda_version"] == "0.0"
     assert r_cuda["profile"]["torch_info"]["version"] == "2.14"
     assert r_cuda["profile"]["torch_info"]["cuda_version"] == "13.0"
     assert r_cpu["profile"]["installed_ops"] == ["cpu_adam"]
-    assert "cpu_adam" in r_cuda["profile"]["installed_ops"]
+    assert r_cuda["profile"]["installed_ops"] == []
     # A GPU-less builder with a CUDA torch must still make a wheel for CUDA hosts.
     assert r_cuda["profile"]["accelerator_name"] == "cuda"
     assert r_cuda["profile"]["environ"]["DS_ACCELERATOR"] == "cuda"
@@ -156,8 +160,8 @@ def test_two_distinct_fully_stamped_wheels(ds_wheels: dict[str, tuple[Path, str]
     assert r_cpu["profile"]["cpu"]["march"] == "native"
     assert "Requires-Dist: torch==2.13.0+cpu" in read_dist_file(cpu, "METADATA")
     assert "Requires-Dist: torch==2.14.*" in read_dist_file(cuda, "METADATA")
-    # That the prebuilt CUDA ops of the cu130 wheel load and run is for a machine with a GPU:
-    # the separate GPU test, which `-ra` reports as skipped where there is none.
+    # That prebuilt CUDA ops of a cu130 wheel load and run is for a machine with a GPU: the
+    # separate GPU test (test_gpu.py), which `-ra` reports as skipped where there is none.
 
 
 def test_plain_uv_build_from_sdist_first(ds_sdist: Path, env213: Env, tmp_path: Path) -> None:

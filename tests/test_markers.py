@@ -53,3 +53,22 @@ def test_unmarked_slow_tests_fail_before_their_fixtures(pytester: pytest.Pyteste
         "*test_cuda_without_cuda uses env214, torch214_wheels but is not marked cuda:*",
     ])
     assert not cache.exists(), "a refused test's fixtures must not be made"
+
+
+def test_the_longest_modules_are_handed_out_first() -> None:
+    """LONGEST_FIRST names modules that exist, and the suite's collection starts with them, in
+    that order (pytest-xdist hands modules out in collection order with
+    `--no-loadscope-reorder`, which scripts/test passes)."""
+    import subprocess
+    import sys
+
+    from .conftest import LONGEST_FIRST
+
+    assert "--no-loadscope-reorder" in (REPO / "scripts" / "test").read_text()
+    assert all((REPO / "tests" / name).is_file() for name in LONGEST_FIRST)
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                             "-p", "no:cacheprovider", "tests"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.splitlines()
+    modules = list(dict.fromkeys(line.split("::")[0].rsplit("/", 1)[-1]
+                                 for line in listed if "::" in line))
+    assert modules[:len(LONGEST_FIRST)] == list(LONGEST_FIRST), modules[:12]
