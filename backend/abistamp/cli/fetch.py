@@ -157,6 +157,17 @@ def fetch_config(index_url: str | None, extra_index_urls: list[str], find_links:
     """Where to look for a release, and how to reach it, from the command, pip and uv."""
     env = os.environ if environ is None else environ
     pip = read_pip_config(env)
+    places, notes = _places(index_url, extra_index_urls, find_links, pip, env)
+    config = FetchConfig(places, notes=notes)
+    _connection(config, pip, env)
+    return config
+
+
+def _places(index_url: str | None, extra_index_urls: list[str], find_links: list[str],
+            pip: dict[str, tuple[str, str]], env: Mapping[str, str]
+            ) -> tuple[list[Place], list[str]]:
+    """The indexes and find-links locations, the primary index first, each once; and a note
+    when no index is searched."""
     places: list[Place] = []
     notes: list[str] = []
 
@@ -164,6 +175,12 @@ def fetch_config(index_url: str | None, extra_index_urls: list[str], find_links:
         url = url.strip()
         if url and not any(p.url == url and p.kind == kind for p in places):
             places.append(Place(url, kind, origin))
+
+    def add_pip(key: str, kind: str) -> None:
+        if key in pip:
+            value, where = pip[key]
+            for url in value.split():
+                add(url, kind, f"pip's `{key}` ({where})")
 
     no_index = _truthy(pip["no-index"][0]) if "no-index" in pip else False
     no_index = no_index or _truthy(env.get("UV_NO_INDEX", ""))
@@ -180,10 +197,7 @@ def fetch_config(index_url: str | None, extra_index_urls: list[str], find_links:
             add(DEFAULT_INDEX, "index", "the default index, as for pip and uv")
         for url in extra_index_urls:
             add(url, "index", "`--extra-index-url`")
-        if "extra-index-url" in pip:
-            value, where = pip["extra-index-url"]
-            for url in value.split():
-                add(url, "index", f"pip's `extra-index-url` ({where})")
+        add_pip("extra-index-url", "index")
         for url in env.get("UV_EXTRA_INDEX_URL", "").split():
             add(url, "index", "`UV_EXTRA_INDEX_URL`")
         for entry in env.get("UV_INDEX", "").split():
@@ -196,14 +210,17 @@ def fetch_config(index_url: str | None, extra_index_urls: list[str], find_links:
                      "`UV_NO_INDEX`)")
     for link in find_links:
         add(link, "find-links", "`--find-links`")
-    if "find-links" in pip:
-        value, where = pip["find-links"]
-        for link in value.split():
-            add(link, "find-links", f"pip's `find-links` ({where})")
+    add_pip("find-links", "find-links")
     for link in env.get("UV_FIND_LINKS", "").split(","):
         add(link, "find-links", "`UV_FIND_LINKS`")
+    return places, notes
 
-    config = FetchConfig(places, notes=notes)
+
+def _connection(config: FetchConfig, pip: dict[str, tuple[str, str]], env: Mapping[str, str]
+                ) -> None:
+    """Trusted hosts, certificates, proxy and timeout, from pip's settings and the variables
+    requests honours; what was used is noted for the log."""
+    notes = config.notes
     for value in (pip.get("trusted-host", ("", ""))[0], env.get("UV_INSECURE_HOST", "")):
         config.trusted_hosts += value.split()
     if "cert" in pip:
@@ -229,7 +246,6 @@ def fetch_config(index_url: str | None, extra_index_urls: list[str], find_links:
                 raise AbistampError(f"pip's `{key}` ({pip[key][1]}) is `{pip[key][0]}`, not a "
                                     "number of seconds", "set it to a number such as 60"
                                     ) from None
-    return config
 
 
 # --- finding ------------------------------------------------------------------------------------

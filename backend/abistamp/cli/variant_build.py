@@ -5,6 +5,7 @@ logged) is engine.py's; what the build is given is buildinputs.py's."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -24,21 +25,19 @@ from .variants import BuildFailed, Plan, Variant, last_line
 BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
 
 
+@dataclasses.dataclass
 class VariantBuild:
     """The steps of one variant's build; each says what it does and logs to the variant's log."""
 
-    def __init__(self, plan: Plan, variant: Variant, key: tuple[str, dict[str, Any]],
-                 work: Path, log: IO[str], say: Callable[[str], None], procs: Processes,
-                 uv: str, max_jobs: str) -> None:
-        self.plan = plan
-        self.variant = variant
-        self.key, self.key_fields = key
-        self.work = work
-        self.log = log
-        self.say = say
-        self.procs = procs
-        self.uv = uv
-        self.max_jobs = max_jobs
+    plan: Plan
+    variant: Variant
+    key: tuple[str, dict[str, Any]]  # the variant's key, and what went into it
+    work: Path
+    log: IO[str]
+    say: Callable[[str], None]
+    procs: Processes
+    uv: str
+    max_jobs: str
 
     def run(self, source: Source, start: float) -> tuple[dict[str, Any], str]:
         """Build, repair and publish; the wheelhouse entry and what publishing did."""
@@ -85,7 +84,7 @@ class VariantBuild:
         """The wheelhouse manifest's entry for this build (docs/cli.md, the manifest)."""
         variant, plan = self.variant, self.plan
         return {
-            "key": self.key,
+            "key": self.key[0],
             "source": source.describe(),
             "torch": {
                 "requirement": variant.torch,
@@ -95,7 +94,7 @@ class VariantBuild:
                 "cuda": record.get("cuda"),
                 **(plan.torch_from() if not variant.existing else {}),
             },
-            "python": self.key_fields["python"],
+            "python": self.key[1]["python"],
             "config_settings": config,
             "environment": plan.environ,
             **({"unkeyed_environment": unkeyed} if unkeyed else {}),
@@ -182,18 +181,17 @@ class VariantBuild:
         return repaired.path
 
 
+@dataclasses.dataclass
 class _Hook:
     """A PEP 517 hook of `abistamp.backend`, run by the build environment's python in the
     source copy (runner.py's RUNNER), its answer read back as JSON."""
 
-    def __init__(self, build: VariantBuild, python: Path, project: Path,
-                 config: dict[str, Any], env: dict[str, str], backend_path: list[str]) -> None:
-        self.build = build
-        self.python = python
-        self.project = project
-        self.config = config
-        self.env = env
-        self.backend_path = backend_path
+    build: VariantBuild
+    python: Path
+    project: Path
+    config: dict[str, Any]
+    env: dict[str, str]
+    backend_path: list[str]
 
     def __call__(self, hook: str) -> dict[str, Any]:
         from .envs import private_copy
