@@ -34,6 +34,7 @@ from packaging.utils import parse_wheel_filename
 from abistamp.core.errors import AbistampError
 
 from .common import EXIT_MISMATCH, EXIT_OK
+from .pages import ALL_PAGE
 from .uvroutes import (
     Route,
     check_pages,
@@ -43,7 +44,7 @@ from .uvroutes import (
     parse_torch_indexes,
     plan_routes,
 )
-from .wheelhouse import ALL_PAGE, Wheelhouse
+from .wheelhouse import Wheelhouse
 
 SINGLE_INDEX = "abistamp"  # the index name of `--single-index`
 

@@ -19,7 +19,8 @@ from packaging.version import Version
 
 from abistamp.core.errors import AbistampError
 
-from .wheelhouse import ALL_PAGE, Wheelhouse
+from .pages import ALL_PAGE
+from .wheelhouse import Wheelhouse
 
 _EXTRA = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
