@@ -145,7 +145,8 @@ class Matrix:
     def _fetched_source(self, variant: Variant, log: IO[str]) -> Source:
         """A requirement's sdist, fetched once per run (the first variant does it; the others
         wait) through the simple repository API: none of the project's code runs (fetch.py)."""
-        from .fetch import default_cache_dir, fetch_config, fetch_sdist
+        from .fetch import default_cache_dir, fetch_sdist
+        from .fetchconfig import fetch_config
 
         plan = self.plan
         if plan.source.kind != "requirement" or plan.source.path is not None:
