@@ -19,14 +19,14 @@ import pytest
 import yaml  # the `test` extra brings pyyaml
 
 from abistamp.cli.main import build_parser
-from abistamp.core.errors import AbistampError
-from abistamp.core.matrix_settings import (
+from abistamp.cli.matrix_settings import (
     ACCELERATOR_FIELDS,
     MATRIX_FIELDS,
     Accelerator,
     MatrixSettings,
     matrix_reference_markdown,
 )
+from abistamp.core.errors import AbistampError
 
 from .cli_support import cli
 from .conftest import EXAMPLES, REPO, clean_env, copy_project, need, run
@@ -223,19 +223,23 @@ def test_bad_command_line(tmp_path: Path) -> None:
 
 
 def test_settings_model_is_the_source_of_keys_and_docs() -> None:
+    # Every field is a documented setting (an accelerator's name is its key, not a setting).
     assert [f.attr for f in MATRIX_FIELDS] == \
         [f.name for f in dataclasses.fields(MatrixSettings)]
     assert [f.attr for f in ACCELERATOR_FIELDS] == \
         [f.name for f in dataclasses.fields(Accelerator)][1:]  # after the name
+    assert all(f.doc for f in MATRIX_FIELDS + ACCELERATOR_FIELDS)
     text = (REPO / "docs" / "configuration.md").read_text()
     assert matrix_reference_markdown() in text, (
-        "docs/configuration.md is out of date: regenerate with `python -m abistamp.core.settings`")
+        "docs/configuration.md is out of date: regenerate its matrix tables with "
+        "`python -m abistamp.cli.matrix_settings`")
     # The defaults documented are the ones that apply.
     m = MatrixSettings.from_table({"torch": ["2.13.0"], "python": ["3.11"],
                                    "accelerators": {"cpu": "https://x"}})
     for f in MATRIX_FIELDS:
-        if f.default is not None:
+        if not f.required:
             assert getattr(m, f.attr) in (f.default, tuple(f.default)), f.key
+    assert [f.key for f in MATRIX_FIELDS if f.required] == ["torch", "accelerators", "python"]
     with pytest.raises(AbistampError) as e:
         MatrixSettings.from_table([])
     assert e.value.fix

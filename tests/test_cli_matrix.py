@@ -10,6 +10,7 @@ real: uv makes the environment, torch 2.13.0+cpu is installed, setup.py runs.
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import tarfile
@@ -177,7 +178,7 @@ def wait_for(proc: subprocess.Popen[str], marker: str) -> str:
 
 
 def processes_naming(folder: Path) -> list[str]:
-    """The command lines of running processes that name folder."""
+    """The command lines of running processes that name folder or work in it."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -185,7 +186,11 @@ def processes_naming(folder: Path) -> list[str]:
                 if entry.name.isdigit() else ""
         except OSError:
             continue  # gone meanwhile
-        if str(folder) in cmdline:
+        try:
+            cwd = os.readlink(entry / "cwd") if cmdline else ""
+        except OSError:
+            cwd = ""  # gone meanwhile, or another user's
+        if str(folder) in cmdline or Path(cwd).is_relative_to(folder):
             found.append(cmdline.replace("\0", " ")[:200])
     return found
 
@@ -215,7 +220,7 @@ def test_interrupted_builds_leave_no_wheel_and_the_next_run_builds(
         assert not (wheelhouse / "abistamp-wheelhouse.json").exists() or \
             manifest(wheelhouse)["variants"] == {}
     # The killed run's hook process dies with it (PR_SET_PDEATHSIG): wait for that, not for a
-    # time. Its command line names the work folder.
+    # time. It works in the work folder (its command line names pyproject_hooks' own folder).
     deadline = time.monotonic() + 60
     while processes_naming(work):
         assert time.monotonic() < deadline, f"still running: {processes_naming(work)}"

@@ -13,12 +13,19 @@ Both PyG builds pass `use_ninja=False`: torch compiles one file at a time, so th
 compiles MAX_JOBS extensions at once (setuptools' build_ext --parallel). The two builds run at
 once, with MAX_JOBS=1 each. The wheelhouses are kept in the test cache, keyed by abistamp's
 backend code, so a second run of the suite builds nothing.
+
+The builds pass `--env CFLAGS=-g0`, as a user's CI job can: Python's own CFLAGS carry `-g`, and
+both projects link with `-s`, so the debug information is made only to be stripped. Measured on
+one torch-cluster source: 66 s of compiler time with it, 42 s without. The test checks that the
+shipped libraries are stripped (what the flag does not change) and that the flag is in the
+manifest, as every `--env` is.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -46,6 +53,10 @@ CORPUS = {
 }
 
 
+# Python's CFLAGS ask for debug information; both projects strip it at link time (`-s`).
+NO_DEBUG_INFO = "CFLAGS=-g0"
+
+
 @pytest.fixture(scope="module")
 def corpus(env213: Env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Each release's wheelhouse, built once (both builds at once) and kept in the cache."""
@@ -57,7 +68,7 @@ def corpus(env213: Env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
         for spec in todo:
             cmd = [*ABISTAMP, "build", spec, "--python", str(env213.python), "-o",
                    str(root / spec / "wh"), "--work-dir", str(work / spec), "--cache-dir",
-                   str(CACHE / "sdists")]
+                   str(CACHE / "sdists"), "--env", NO_DEBUG_INFO]
             procs[spec] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                            text=True, env=clean_env(MAX_JOBS="1"))
         for spec, proc in procs.items():
@@ -89,6 +100,12 @@ def test_release_built_stamped_installed_and_run(spec: str, corpus: dict[str, Pa
     assert (record["torch"], record["accelerator"], record["pin"]) == (
         "2.13.0+cpu", "cpu", "torch==2.13.0+cpu")
     assert record["compiled_cuda"] is False
+    # The shipped libraries are stripped by the projects' own link flags, with or without the
+    # `CFLAGS=-g0` the build was given (recorded with the variant, as every `--env` is).
+    assert entry["environment"]["CFLAGS"] == NO_DEBUG_INFO.split("=", 1)[1]
+    with zipfile.ZipFile(wheel) as zf:
+        libraries = [zf.read(n) for n in zf.namelist() if n.endswith(".so")]
+    assert libraries and not [lib for lib in libraries if b".debug_info" in lib]
     env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0", wheel)
     program = (f"import json, torch, {module}\n{code}\n"
                f"print(json.dumps([result, {module}.__version__]))")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,18 @@ def test_docs_reference_is_generated_from_the_model() -> None:
         "`python -m abistamp.core.settings`")
     for f in FIELDS:
         assert f"`{f.env}`" in text
+
+
+def test_one_model_gives_keys_defaults_and_docs(tmp_path: Path) -> None:
+    """Every field of `Settings` is a documented setting, and the defaults the docs show are
+    the ones a build gets."""
+    assert [f.attr for f in FIELDS] == \
+        [f.name for f in dataclasses.fields(Settings) if f.name != "origins"]
+    assert all(f.doc and not f.required for f in FIELDS)
+    s = Settings.load(tmp_path, None, {})
+    for f in FIELDS:
+        assert getattr(s, f.attr) == f.default, f.key
+        assert s.origin(f.attr) == f"the default of `{f.key}`"
 
 
 @pytest.mark.parametrize(

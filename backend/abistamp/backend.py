@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .core.build import Build, backend_spec, load_backend
-from .core.settings import ConfigSettings
+from .core.settings import read_tool_table
+from .core.settings_model import ConfigSettings
 
 
 def build_wheel(wheel_directory: str, config_settings: ConfigSettings | None = None,
@@ -69,7 +70,7 @@ _OPTIONAL = {
 
 def __getattr__(name: str) -> Any:
     if name in _OPTIONAL:
-        spec, where = backend_spec(Path.cwd(), os.environ)
+        spec, where = backend_spec(read_tool_table(Path.cwd())[0], os.environ)
         if hasattr(load_backend(spec, where), name):
             return _OPTIONAL[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,9 @@ For every variant (a torch requirement, or an existing environment given with `-
    goes on the build's `sys.path`, as an in-tree `backend-path` would);
 3. a private copy of the source (a build folder left by one torch must not feed the next);
 4. the PEP 517 hooks `get_requires_for_build_wheel` and `build_wheel` of `abistamp.backend`,
-   run by the environment's python in the copy. abistamp is the backend whatever the project
-   declares: a project's own backend is wrapped through `ABISTAMP_BACKEND`;
+   run by the environment's python in the copy (through pyproject_hooks, runner.py). abistamp
+   is the backend whatever the project declares: a project's own backend is wrapped through
+   `ABISTAMP_BACKEND`;
 5. the wheel published into the wheelhouse (see wheelhouse.py).
 
 Each variant's work folder is keyed and locked, so two runs that want the same variant build it
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     config = parse_config(args.config_setting)
     explicit_env = parse_pairs(args.env, "--env")
     # Unknown settings fail here, once, rather than in every variant's build.
-    Settings.load(Path("/nonexistent-abistamp-project"), config, {**os.environ, **explicit_env})
+    Settings.load(None, config, {**os.environ, **explicit_env})
     wheelhouse = Wheelhouse(Path(args.wheelhouse))
     work_root = Path(args.work_dir).absolute() if args.work_dir else None
     skip = [wheelhouse.root] + ([work_root] if work_root else [])

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from abistamp.core.errors import AbistampError
-from abistamp.core.matrix_settings import MATRIX_TABLE, Accelerator, MatrixSettings
 from abistamp.core.settings import Settings
 
 from .common import EXIT_OK
+from .matrix_settings import MATRIX_TABLE, Accelerator, MatrixSettings
 
 FORMATS = ("github", "list", "table")
 
@@ -123,7 +123,7 @@ def _check_build_settings(matrix: MatrixSettings) -> None:
     envs = [dict(matrix.env)] + [{**matrix.env, **a.env} for a in matrix.accelerators]
     for environ in envs:
         try:
-            Settings.load(Path("/nonexistent-abistamp-project"), config, environ)
+            Settings.load(None, config, environ)
         except AbistampError as e:
             raise AbistampError(f"in `{MATRIX_TABLE}`: {e.problem}", e.fix) from None
 

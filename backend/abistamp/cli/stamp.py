@@ -18,7 +18,8 @@ from abistamp.core.errors import AbistampError
 from abistamp.core.labels import torch_pin
 from abistamp.core.profiles import all_profiles
 from abistamp.core.record import Stamp, to_abi
-from abistamp.core.settings import ConfigSettings, Settings
+from abistamp.core.settings import Settings
+from abistamp.core.settings_model import ConfigSettings
 from abistamp.core.stamp import make_stamp, read_wheel, stamp_wheel
 
 from .common import EXIT_OK, parse_config
@@ -50,7 +51,7 @@ def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
 
 def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
                 config: ConfigSettings, project: Path | None) -> list[Path]:
-    settings = Settings.load(project or Path("/nonexistent-abistamp-project"), config)
+    settings = Settings.load(project, config)
     results = []
     for wheel in wheels:
         stamp = plan_stamp(wheel, abi, settings)

@@ -1,28 +1,29 @@
 """One variant, built in its work folder: the environment made by uv (or the one given with
-`--python`), the backend's hooks run there, the wheel repaired if asked, then published into the
-wheelhouse with its manifest entry. The run around it (which variants, in parallel, locked,
-logged) is engine.py's; what the build is given is buildinputs.py's."""
+`--python`), the backend's hooks run there (through pyproject_hooks, runner.py), the wheel
+repaired if asked, then published into the wheelhouse with its manifest entry. The run around
+it (which variants, in parallel, locked, logged) is engine.py's; what the build is given is
+buildinputs.py's."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from abistamp import __version__
 from abistamp.core.cuda import requirement_cuda
 
 from .buildinputs import effective_config, hook_environ, prepare_source, project_backend
-from .runner import RUNNER, Processes
+from .runner import HookFailed, Hooks, Processes
 from .sources import Source
 from .variants import BuildFailed, Plan, Variant, last_line
 
 BACKEND_REQUIRES = ["setuptools>=64", "packaging>=22"]
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -48,14 +49,17 @@ class VariantBuild:
         unkeyed = self._unkeyed(project)
         python = variant.python if variant.existing else self._make_env(requires)
         config = effective_config(plan, variant, project)
-        hook = _Hook(self, python, project, config, env, backend_path)
+        out = self.work / "out"
         # Each hook in a fresh process, as PEP 517 asks: setup.py and what it imports keep
         # state in modules (DeepSpeed caches its accelerator), which must not leak from the
         # requirements query into the build.
+        hooks = Hooks(self.procs, python, project, backend_path=backend_path, env=env,
+                      log=self.log, scratch=self.work)
         self.say("asking the backend for build requirements")
-        self._install_requested(hook("get_requires_for_build_wheel"), python)
+        requires, unmet = _hook(self.log, hooks.requires, config)
+        self._install_requested(requires, unmet, python)
         self.say(f"building the wheel (log: {self.log.name})")
-        wheel = self.work / "out" / str(hook("build_wheel")["result"])
+        wheel = out / _hook(self.log, hooks.build_wheel, out, config)
         entry = self._entry(source, _abi_record(wheel), config, unkeyed, start)
         if plan.repair is not None:
             wheel = self._repair(wheel, python, env)
@@ -64,15 +68,15 @@ class VariantBuild:
         return plan.wheelhouse.publish(wheel, entry, replace=plan.rebuild,
                                        scratch=self.work / "restamp")
 
-    def _install_requested(self, answer: dict[str, Any], python: Path) -> None:
-        """What the backend asked for and the environment lacks: installed into a fresh one,
-        logged for one given with `--python`."""
-        # Whatever `unmet` says: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies the name
-        # and version but brings no nvcc; the backend asks only when it has found none.
-        toolkits = [r for r in answer["result"] if requirement_cuda(r)]
+    def _install_requested(self, requires: list[str], unmet: list[str], python: Path) -> None:
+        """What the backend asked for (`requires`) and the environment lacks (`unmet`):
+        installed into a fresh one, logged for one given with `--python`."""
+        # Whatever the environment meets: torch 2.14's own `cuda-toolkit[cublas,...]` satisfies
+        # the name and version but brings no nvcc; the backend asks only when it has found none.
+        toolkits = [r for r in requires if requirement_cuda(r)]
         for req in toolkits:
             self._kept_toolkit(req, python)
-        missing = [r for r in answer["missing"] if r not in toolkits]
+        missing = [r for r in unmet if r not in toolkits]
         if missing and not self.variant.existing:
             self.say(f"installing what the backend asked for: {' '.join(missing)}")
             self._uv_install(python, missing)
@@ -181,37 +185,13 @@ class VariantBuild:
         return repaired.path
 
 
-@dataclasses.dataclass
-class _Hook:
-    """A PEP 517 hook of `abistamp.backend`, run by the build environment's python in the
-    source copy (runner.py's RUNNER), its answer read back as JSON."""
-
-    build: VariantBuild
-    python: Path
-    project: Path
-    config: dict[str, Any]
-    env: dict[str, str]
-    backend_path: list[str]
-
-    def __call__(self, hook: str) -> dict[str, Any]:
-        from .envs import private_copy
-
-        work, log = self.build.work, self.build.log
-        result_file = work / f"{hook}.json"
-        spec = {"abistamp": str(private_copy()), "backend_path": self.backend_path,
-                "hook": hook, "config": self.config, "out": str(work / "out"),
-                "result": str(result_file), "parent": os.getpid()}
-        rc = self.build.procs.run([str(self.python), "-c", RUNNER, json.dumps(spec)], log=log,
-                                  cwd=self.project, env=self.env)
-        try:
-            answer: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            answer = {}
-        if "error" in answer:
-            raise BuildFailed(str(answer["error"]))
-        if rc != 0 or not answer:
-            raise BuildFailed(f"the build failed: {last_line(log)}")
-        return answer
+def _hook(log: IO[str], call: Callable[..., T], *args: Any) -> T:
+    """A hook called through `Hooks`; its failure as one line: the backend's own message, else
+    the log's most telling line."""
+    try:
+        return call(*args)
+    except HookFailed as e:
+        raise BuildFailed(e.error or f"the build failed: {last_line(log)}") from None
 
 
 def _abi_record(wheel: Path) -> dict[str, Any]:

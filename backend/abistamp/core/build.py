@@ -29,7 +29,8 @@ from .labels import check_expected
 from .process import restored_environ
 from .profiles import Profile, select_profile
 from .record import RECORD_NAME
-from .settings import CONFIG_PREFIX, ConfigSettings, Settings
+from .settings import Settings, read_project, tool_table
+from .settings_model import CONFIG_PREFIX, ConfigSettings
 from .stamp import label_for, stamp_wheel
 
 P = ParamSpec("P")
@@ -71,20 +72,20 @@ def load_backend(spec: str, where: str = "`tool.abistamp.backend`") -> Any:
     return obj
 
 
-def backend_spec(project_dir: Path, environ: Mapping[str, str]) -> tuple[str, str]:
-    """Which backend to wrap, decided before any config setting can arrive."""
-    from .settings import DEFAULT_BACKEND, FIELDS_BY_KEY, read_tool_table
+def backend_spec(table: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str, str]:
+    """Which backend to wrap, from the environment or the `[tool.abistamp]` table: decided
+    before any config setting can arrive."""
+    from .settings import DEFAULT_BACKEND, FIELDS_BY_KEY, PYPROJECT
 
     env_name = FIELDS_BY_KEY["backend"].env
     if environ.get(env_name):
         return environ[env_name].strip(), f"`{env_name}`"
-    table, pyproject = read_tool_table(project_dir)
     if "backend" in table:
         value = table["backend"]
         if not isinstance(value, str):
-            raise AbistampError(f"`tool.abistamp.backend` in `{pyproject}` must be a string",
+            raise AbistampError(f"`tool.abistamp.backend` in `{PYPROJECT}` must be a string",
                                 'write it as "setuptools.build_meta:__legacy__"')
-        return value.strip(), f"`tool.abistamp.backend` in `{pyproject}`"
+        return value.strip(), f"`tool.abistamp.backend` in `{PYPROJECT}`"
     return DEFAULT_BACKEND, "the default backend"
 
 
@@ -124,8 +125,11 @@ class Build:
                    for f in ("setup.py", "setup.cfg", "pyproject.toml")):
             raise AbistampError(f"`{self.project}` has no setup.py, setup.cfg or pyproject.toml",
                                 "run the build from the root of the project")
-        self.settings = Settings.load(self.project, config_settings)
-        spec, where = backend_spec(self.project, os.environ)
+        #: pyproject.toml, read once for the hook ({} without one).
+        self.pyproject = read_project(self.project)
+        table = tool_table(self.pyproject)
+        self.settings = Settings.from_table(table, config_settings)
+        spec, where = backend_spec(table, os.environ)
         self.backend = load_backend(spec, where)
         self.config = passthrough(config_settings)
         self.profile: Profile | None = select_profile(self.settings.profile, self.project)
@@ -209,7 +213,7 @@ class Build:
     def prepare_metadata(self, hook: str, metadata_directory: str) -> str:
         abi = self.detect_abi()
         name = str(getattr(self.backend, hook)(metadata_directory, self.config))
-        pin_req = pin(self.settings, self.project, abi)
+        pin_req = pin(self.settings, self.project, self.pyproject, abi)
         # `local-version = "always"` labels the prepared metadata too: the frontend then passes
         # it to build_wheel, whose wheel must match it (PEP 517), and it does (docs/stamping.md).
         label = label_for(self.settings, abi) if self.settings.local_version == "always" else None
@@ -247,8 +251,8 @@ class Build:
                     raise
             abi = facts.abi
             built = Path(tmp) / name
-            stamp = wheel_stamp(self.settings, self.project, self.profile, abi, built, facts,
-                                editable=hook == "build_editable",
+            stamp = wheel_stamp(self.settings, self.project, self.pyproject, self.profile, abi,
+                                built, facts, editable=hook == "build_editable",
                                 metadata_directory=metadata_directory)
             result = stamp_wheel(built, out_dir, stamp)
         log(f"wrote {result.name}")
@@ -262,7 +266,7 @@ class Build:
         with owned_scratch(out_dir) as scratch:
             tmp = str(scratch)
             name = self.backend.build_sdist(tmp, self.config)
-            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project)
+            target = sdist_post.finish(Path(tmp) / name, out_dir, self.project, self.pyproject)
         return target.name
 
     def hold_back_for_sdist(self) -> None:

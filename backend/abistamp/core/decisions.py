@@ -5,6 +5,7 @@ stamp made from those decisions and the build's facts (docs/stamping.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,18 @@ from .facts import BuildFacts
 from .labels import torch_pin
 from .profiles import Profile
 from .record import Stamp
-from .settings import Settings, read_pyproject
+from .settings import Settings
 from .stamp import label_for, make_stamp, metadata_fields
 
 
-def pin(settings: Settings, project: Path, abi: TorchABI) -> str | None:
-    """The torch requirement to add to the wheel's metadata, if any and if allowed."""
+def pin(settings: Settings, project: Path, pyproject: Mapping[str, Any], abi: TorchABI
+        ) -> str | None:
+    """The torch requirement to add to the wheel's metadata, if any and if allowed;
+    `pyproject` is the project's pyproject.toml, parsed ({} without one)."""
     req = torch_pin(abi, settings.pin)
     if req is None:
         return None
-    allowed, reason = pin_allowed(project)
+    allowed, reason = pin_allowed(project, pyproject)
     if not allowed:
         log(f"no torch pin added: {reason}. To pin it, add \"{req}\" to "
             "`[project] dependencies` yourself")
@@ -31,8 +34,9 @@ def pin(settings: Settings, project: Path, abi: TorchABI) -> str | None:
     return str(req)
 
 
-def pin_allowed(project: Path) -> tuple[bool, str]:
-    """Whether the metadata standards let a backend add Requires-Dist here (PEP 621, 643)."""
+def pin_allowed(project: Path, pyproject: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the metadata standards let a backend add Requires-Dist here (PEP 621, 643):
+    the sdist's PKG-INFO says, else `pyproject`, the project's pyproject.toml parsed."""
     pkg_info = project / "PKG-INFO"
     if pkg_info.is_file():
         data = pkg_info.read_bytes()
@@ -41,8 +45,7 @@ def pin_allowed(project: Path) -> tuple[bool, str]:
         if tuple(int(x) for x in mv.split(".")[:2]) < (2, 2) or "requires-dist" in dynamic:
             return True, "PKG-INFO leaves Requires-Dist dynamic"
         return False, "the sdist's PKG-INFO states Requires-Dist as static (PEP 643)"
-    pyproject = project / "pyproject.toml"
-    table = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+    table = pyproject.get("project")
     if table is None:
         return True, "no [project] table: metadata comes from setup.py"
     if "dependencies" in table.get("dynamic", []):
@@ -50,9 +53,10 @@ def pin_allowed(project: Path) -> tuple[bool, str]:
     return False, "`[project] dependencies` in pyproject.toml is static (PEP 621)"
 
 
-def local_version_reason(settings: Settings, project: Path, editable: bool,
-                         metadata_directory: str | None) -> tuple[bool, str]:
-    """Whether the wheel's version gets the ABI label as its local version, and why."""
+def local_version_reason(settings: Settings, project: Path, pyproject: Mapping[str, Any],
+                         editable: bool, metadata_directory: str | None) -> tuple[bool, str]:
+    """Whether the wheel's version gets the ABI label as its local version, and why;
+    `pyproject` is the project's pyproject.toml, parsed ({} without one)."""
     mode = settings.local_version
     if mode == "always" and metadata_directory is not None:
         return True, ("`local-version` is `always` (prepare_metadata_for_build_* put the "
@@ -65,18 +69,19 @@ def local_version_reason(settings: Settings, project: Path, editable: bool,
         return False, "editable builds keep the version of the source"
     if (project / "PKG-INFO").is_file():
         return False, "building from an sdist, whose PKG-INFO states the version"
-    pyproject = project / "pyproject.toml"
-    table = read_pyproject(pyproject).get("project") if pyproject.is_file() else None
+    table = pyproject.get("project")
     if table is not None and "version" not in table.get("dynamic", []):
         return False, "`[project] version` is static, and uv reads it without asking"
     return True, "a wheel built straight from a source tree with a dynamic version"
 
 
-def wheel_stamp(settings: Settings, project: Path, profile: Profile | None, abi: TorchABI,
-                built: Path, facts: BuildFacts, *, editable: bool,
-                metadata_directory: str | None) -> Stamp:
-    """The stamp for a built wheel: label, local version, pin, and the build's facts."""
-    apply, reason = local_version_reason(settings, project, editable, metadata_directory)
+def wheel_stamp(settings: Settings, project: Path, pyproject: Mapping[str, Any],
+                profile: Profile | None, abi: TorchABI, built: Path, facts: BuildFacts, *,
+                editable: bool, metadata_directory: str | None) -> Stamp:
+    """The stamp for a built wheel: label, local version, pin, and the build's facts;
+    `pyproject` is the project's pyproject.toml, parsed ({} without one)."""
+    apply, reason = local_version_reason(settings, project, pyproject, editable,
+                                         metadata_directory)
     log(f"torch {abi.torch_version} ({abi.accelerator}), label "
         f"`{label_for(settings, abi)}`; local version label "
         f"{'added' if apply else 'not added'}: {reason}")
@@ -91,7 +96,7 @@ def wheel_stamp(settings: Settings, project: Path, profile: Profile | None, abi:
     if profile:
         build_facts["profile"] = profile.verify(built, abi, facts)
     return make_stamp(settings, abi, built, apply_label=apply, reason=reason,
-                      pin=pin(settings, project, abi), build_facts=build_facts)
+                      pin=pin(settings, project, pyproject, abi), build_facts=build_facts)
 
 
 def first_field(data: bytes, name: str) -> str | None:

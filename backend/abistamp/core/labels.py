@@ -76,7 +76,7 @@ def check_template(template: str, where: str) -> None:
                             "close every `{` with `}`; write `{{` for a literal brace") from None
     unknown = [n for n in names if n not in TEMPLATE_FIELDS]
     if unknown:
-        from .settings import did_you_mean
+        from .settings_model import did_you_mean
 
         raise AbistampError(
             f"{where} = {template!r} uses the unknown field `{{{unknown[0]}}}`",

@@ -15,19 +15,22 @@ import gzip
 import io
 import os
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .atomic import replacing
-from .settings import read_pyproject
 
 
-def finish(src: Path, out_dir: Path, project: Path) -> Path:
+def finish(src: Path, out_dir: Path, project: Path, pyproject: Mapping[str, Any]) -> Path:
+    """Move the sdist `src` into out_dir, adding the backend-path files it lacks; `pyproject`
+    is the project's pyproject.toml, parsed."""
     target = out_dir / src.name
     with tarfile.open(src, "r:gz") as tar:
         members = tar.getmembers()
         top = members[0].name.split("/", 1)[0] if members else src.name[: -len(".tar.gz")]
         names = {m.name for m in members}
-        missing = [(f"{top}/{rel}", project / rel) for rel in backend_path_files(project)
+        missing = [(f"{top}/{rel}", project / rel) for rel in backend_path_files(project, pyproject)
                    if f"{top}/{rel}" not in names]
         if not missing:
             os.replace(src, target)
@@ -46,12 +49,9 @@ def finish(src: Path, out_dir: Path, project: Path) -> Path:
     return target
 
 
-def backend_path_files(project: Path) -> list[str]:
+def backend_path_files(project: Path, pyproject: Mapping[str, Any]) -> list[str]:
     """Files under `build-system.backend-path` folders, relative to the project, sorted."""
-    pyproject = project / "pyproject.toml"
-    if not pyproject.is_file():
-        return []
-    paths = read_pyproject(pyproject).get("build-system", {}).get("backend-path", [])
+    paths = pyproject.get("build-system", {}).get("backend-path", [])
     files: list[str] = []
     root = project.resolve()
     for entry in paths:
