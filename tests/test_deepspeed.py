@@ -43,7 +43,8 @@ def ds_sdist() -> Path:
     """DeepSpeed's sdist from the registry, fetched the way `abistamp build deepspeed==...`
     fetches it (cli/fetch.py: found through the simple API, no setup.py run), kept in the
     test cache between runs."""
-    from abistamp.cli.fetch import fetch_config, fetch_sdist
+    from abistamp.cli.fetch import fetch_sdist
+    from abistamp.cli.fetchconfig import fetch_config
     from abistamp.core.errors import AbistampError
 
     with cache_lock("sdists"):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from abistamp.cli.fetch import DEFAULT_INDEX, fetch_config, fetch_sdist, read_pip_config
+from abistamp.cli.fetch import fetch_sdist
+from abistamp.cli.fetchconfig import DEFAULT_INDEX, fetch_config, read_pip_config
 from abistamp.core.errors import AbistampError
 
 from .cli_support import cli, manifest, summary_rows

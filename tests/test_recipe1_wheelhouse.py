@@ -228,7 +228,7 @@ def test_single_index_fix_matches_the_cause() -> None:
     """Each reason a pin can accept another extra's torch, and its own fix."""
     from packaging.requirements import Requirement
 
-    from abistamp.cli.uvconfig import Route, _single_index_fix
+    from abistamp.cli.uvroutes import Route, _single_index_fix
 
     def route(label: str, torch: str) -> Route:
         return Route(label, label, {}, torch, None, [])
@@ -264,7 +264,7 @@ def test_torch_index_arguments(tmp_path: Path) -> None:
         line = one_error(cli("uv-config", "wh", "--extra", "cpu=pt213cpu", *args, cwd=tmp_path,
                              check=False))
         assert message in line, line
-    from abistamp.cli.uvconfig import parse_torch_indexes
+    from abistamp.cli.uvroutes import parse_torch_indexes
 
     given = parse_torch_indexes([f"cpu={tmp_path / 'torch-wheels'}", "https://x/simple?a=b"],
                                 [("cpu", "pt213cpu"), ("cu130", "pt214cu130")])

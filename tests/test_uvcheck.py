@@ -62,7 +62,8 @@ def test_source_build_config_keeps_only_what_every_build_shared() -> None:
     """A source build's config settings and variables are per package, the same for every
     extra: what differed between the wheelhouse's builds (a CUDA arch list for the CUDA build
     only) must not be handed to the other torch's build, and is named instead."""
-    from abistamp.cli.uvconfig import Route, _build_inputs
+    from abistamp.cli.uvconfig import _build_inputs
+    from abistamp.cli.uvroutes import Route
 
     cpu = {"config_settings": {"abistamp.torch": "torch==2.13.0", "abistamp.pin": "exact"},
            "environment": {"DS_BUILD_CPU_ADAM": "1"}}

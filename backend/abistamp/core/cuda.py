@@ -479,7 +479,7 @@ def setup(settings: Settings, abi: TorchABI, environ: Mapping[str, str]) -> Cuda
             assert choice.toolkit is not None
             root = str(choice.toolkit.root)
             if environ.get("CUDA_HOME", root) != root or environ.get("CUDA_PATH"):
-                from .build import log
+                from .errors import log
 
                 log(f"CUDA_HOME/CUDA_PATH of the environment ignored: `cuda-toolkit` takes the "
                     f"toolkit from NVIDIA's wheels at `{root}`")

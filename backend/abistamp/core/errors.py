@@ -1,6 +1,9 @@
-"""The one exception type abistamp raises for problems a user can fix."""
+"""The one exception type abistamp raises for problems a user can fix, and `log`, the notes a
+build writes for the user on stderr."""
 
 from __future__ import annotations
+
+import sys
 
 
 class AbistampError(Exception):
@@ -18,3 +21,7 @@ class AbistampError(Exception):
     def one_line(self) -> str:
         """The message on one line, for the command line."""
         return f"{self.problem} (fix: {self.fix})" if self.fix else self.problem
+
+
+def log(message: str) -> None:
+    print(f"abistamp: {message}", file=sys.stderr, flush=True)

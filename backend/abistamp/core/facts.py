@@ -1,9 +1,9 @@
 """What a build learns as it runs: one typed object instead of a shared dict.
 
-Written by `Build.environment()` (ninja, the compiler cache, the toolkit, the variables abistamp
-set, the ABI once nvcc is known), by the pre-compile check (whether CUDA sources were
+Written by `buildenv.build_environment()` (ninja, the compiler cache, the toolkit, the variables
+abistamp set, the ABI once nvcc is known), by the pre-compile check (whether CUDA sources were
 compiled) and by a profile's `prepare()` (the CPU its code is compiled for); read by
-`Build.plan()` for the ABI record and by a profile's `environ()` and `verify()`.
+`decisions.wheel_stamp()` for the ABI record and by a profile's `environ()` and `verify()`.
 """
 
 from __future__ import annotations
