@@ -1,9 +1,15 @@
 """DeepSpeed 0.19.8 from the package registry through `abistamp build deepspeed==0.19.8`: a
 third-party setup.py project with no pyproject.toml, fetched through the simple repository API
-(no setup.py runs to fetch it), built for two torches (the torch 2.13 variant compiles the CPU
-Adam op for real, with `DS_BUILD_CPU_ADAM=1` exported in the calling shell as a CI job does),
-then `check` on matched, mismatched and unstamped installs, `inspect`, and `stamp` refusing a
-wrong ABI.
+(no setup.py runs to fetch it), built for two torches, each with an op compiled for real:
+
+- torch 2.13.0+cpu: the CPU Adam op, with `DS_BUILD_CPU_ADAM=1` exported in the calling shell as
+  a CI job does, for x86-64-v3 (`portable-cpu`);
+- torch 2.14.1+cu130 on this GPU-less builder: fused Adam (`--env DS_BUILD_FUSED_ADAM=1`), no
+  arch list given, so for every arch of the target torch, by the machine's nvcc; what lands in
+  the library is read back with `cuobjdump` (test_cuda_builds.py has the helpers).
+
+Then a uv project switches between the two wheels of the wheelhouse, `check` on matched,
+mismatched and unstamped installs, `inspect`, and `stamp` refusing a wrong ABI.
 
 The two builds run at once, into one wheelhouse, as two `abistamp build` processes.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,18 +33,24 @@ from .cli_support import (
     summary_rows,
     traced_cli,
 )
-from .conftest import CACHE, clean_env, read_record, run, uv_bin
+from .conftest import CACHE, Env, clean_env, read_record, run, simple_index, uv_bin
+from .test_cuda_builds import ANSI, build_env, cuobjdump, gpu_code, member, torch_archs
+from .test_deepspeed import TORCH_URLS, example_project, project_env, switch_extras
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda]
 DS = "deepspeed==0.19.8"
 CPU = "deepspeed-0.19.8+pt213cpu-1pt213cpu-cp311-cp311-linux_x86_64.whl"
-CUDA = "deepspeed-0.19.8+pt214cu130-1pt214cu130-py3-none-any.whl"
+CUDA = "deepspeed-0.19.8+pt214cu130-1pt214cu130-cp311-cp311-linux_x86_64.whl"
 CPU_SHELL = clean_env(DS_BUILD_CPU_ADAM="1")
+FUSED_ADAM = "/fused_adam_op.cpython-311-x86_64-linux-gnu.so"
+__all__ = ["cuobjdump"]  # the session fixture, shared with test_cuda_builds.py
 
 
 @pytest.fixture(scope="module")
 def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
-          torch214_wheels: Path) -> tuple[Path, list[str]]:
+          torch214_wheels: Path) -> tuple[Path, list[str], str]:
+    """The wheelhouse, the CPU variant's command, and the CUDA variant's stderr (piped, as in
+    CI)."""
     base = tmp_path_factory.mktemp("ds")
     wheelhouse = base / "wh"
     sdists = ["--cache-dir", str(CACHE / "sdists")]
@@ -47,10 +60,11 @@ def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
            "-C", "abistamp.portable-cpu=true",
            "-o", str(wheelhouse), "--work-dir", str(base / "w"), *sdists]
     cuda = [*ABISTAMP, "build", DS, "--torch", "torch==2.14.1", "-f", str(torch214_wheels),
+            "--env", "DS_BUILD_FUSED_ADAM=1",
             "-o", str(wheelhouse), "--work-dir", str(base / "w"), *sdists]
     # The CPU variant's switch is exported in the calling shell, not passed with --env.
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for cmd, env in ((cpu, CPU_SHELL), (cuda, clean_env()))]
+                              env=env) for cmd, env in ((cpu, CPU_SHELL), (cuda, build_env()))]
     outs = [p.communicate(timeout=1500) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         if proc.returncode != 0 and ("no sdist of" in err or "could not download" in err):
@@ -60,11 +74,11 @@ def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
         assert proc.returncode == 0, (out, err)
     assert summary_rows(outs[0][0])["torch==2.13.0"][:3] == ["built", "pt213cpu", CPU]
     assert summary_rows(outs[1][0])["torch==2.14.1"][:3] == ["built", "pt214cu130", CUDA]
-    return wheelhouse, cpu
+    return wheelhouse, cpu, outs[1][1]
 
 
-def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str]]) -> None:
-    wheelhouse, _ = ds_wh
+def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str], str]) -> None:
+    wheelhouse, _, _ = ds_wh
     cpu, cuda = read_record(wheelhouse / "pt213cpu" / CPU), read_record(
         wheelhouse / "pt214cu130" / CUDA)
     assert cpu["profile"]["torch_info"]["version"] == "2.13"
@@ -92,8 +106,68 @@ def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str]]) -> None:
         entries["pt213cpu"]["source"]["digest"].removeprefix("sha256:")
 
 
+def test_fused_adam_for_every_arch_of_the_target_torch(
+        ds_wh: tuple[Path, list[str], str], env214: Env, cuobjdump: Path, tmp_path: Path) -> None:
+    """No arch list given: the target torch's own, each arch a cubin, PTX for the newest. The
+    output went through pipes, as in CI: progress came as plain lines, no terminal codes."""
+    wheelhouse, _, stderr = ds_wh
+    expected = torch_archs(env214)  # the same torch 2.14.1 wheel the variant was built with
+    wheel = wheelhouse / "pt214cu130" / CUDA
+    record = read_record(wheel)
+    assert record["cuda_arch_list"] == ";".join(expected[:-1] + [expected[-1] + "+PTX"])
+    assert record["cuda_arch_source"] == "torch"
+    assert record["cuda_toolkit"]["source"] == "system"
+    assert "nvidia/cu13/include" in record["cuda_headers"]
+    assert record["compiled_cuda"] is True
+    assert record["profile"]["installed_ops"] == ["fused_adam"]
+    entries = {e["label"]: e for e in manifest(wheelhouse)["variants"].values()}
+    assert entries["pt214cu130"]["environment"] == {"DS_BUILD_FUSED_ADAM": "1"}
+    cubins, ptx = gpu_code(member(wheel, FUSED_ADAM), tmp_path, cuobjdump)
+    as_sm = [f"sm_{a.replace('.', '')}" for a in expected]
+    assert cubins == set(as_sm), cubins
+    assert ptx == {as_sm[-1]}, ptx
+    # Plain progress lines name the extension, the ninja step and the time; no terminal codes.
+    steps = [ln for ln in stderr.splitlines()
+             if "building 'deepspeed.ops.adam.fused_adam_op'" in ln]
+    assert any(re.search(r"\[\d+/\d+\] \S+, (\d+m)?\d+s$", ln) for ln in steps), stderr[-3000:]
+    assert ANSI not in stderr
+
+
+def test_uv_project_switches_between_the_wheelhouse_builds(
+        ds_wh: tuple[Path, list[str], str], torch213_wheels: Path, torch214_wheels: Path,
+        tmp_path: Path) -> None:
+    """examples/deepspeed/wheelhouse-project on this wheelhouse: each extra gets the DeepSpeed
+    built for its torch, with no build; in the cpu one the prebuilt CPU Adam op steps."""
+    wheelhouse = ds_wh[0]
+    indexes = {"cpu": simple_index(torch213_wheels), "cu130": simple_index(torch214_wheels)}
+    project = example_project(
+        "wheelhouse-project", tmp_path / "app",
+        {**{url: indexes[k] for url, k in TORCH_URLS.items()},
+         "https://wheels.example.com/deepspeed/pt213cpu/": wheelhouse / "pt213cpu",
+         "https://wheels.example.com/deepspeed/pt214cu130/": wheelhouse / "pt214cu130"},
+        indexes["cu130"])
+    python = switch_extras(project, built_expected=False)
+
+    # In the cpu environment, the prebuilt CPU Adam op loads and steps with no JIT compile.
+    run([uv_bin(), "sync", "--extra", "cpu"], cwd=project, env=project_env(project))
+    env = project_env(project)
+    ext_dir = tmp_path / "torch_extensions"
+    step = run([python, "-c", textwrap.dedent("""\
+        import torch
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        p = torch.nn.Parameter(torch.ones(8))
+        opt = DeepSpeedCPUAdam([p], lr=0.1)
+        p.grad = torch.ones(8)
+        opt.step()
+        assert float(p.detach().max()) < 1.0, p
+        print("stepped", float(p.detach().max()))
+        """)], env={**env, "TORCH_EXTENSIONS_DIR": str(ext_dir)})
+    assert "stepped" in step.stdout
+    assert not ext_dir.exists() or not any(ext_dir.rglob("*.so")), "no JIT build"
+
+
 def test_a_release_in_the_wheelhouse_is_skipped_without_the_network(
-        ds_wh: tuple[Path, list[str]], tmp_path: Path) -> None:
+        ds_wh: tuple[Path, list[str], str], tmp_path: Path) -> None:
     """Its time is a benchmark row (docs/performance.md); the test holds why it is fast: no
     process started (no pip, no uv, no interpreter), no torch imported, no connection made."""
     args = ds_wh[1][len(ABISTAMP):]
@@ -108,7 +182,7 @@ def test_a_release_in_the_wheelhouse_is_skipped_without_the_network(
 
 
 @pytest.fixture(scope="module")
-def mismatched(ds_wh: tuple[Path, list[str]], torch214_wheels: Path,
+def mismatched(ds_wh: tuple[Path, list[str], str], torch214_wheels: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Path:
     """torch 2.14.1 with the DeepSpeed built for torch 2.13 (as uv's build cache makes it)."""
     env = fresh_env(tmp_path_factory.mktemp("ds-bad") / "env", torch214_wheels, "torch==2.14.1")
@@ -117,7 +191,7 @@ def mismatched(ds_wh: tuple[Path, list[str]], torch214_wheels: Path,
     return env.python
 
 
-def test_check_passes_a_matched_environment(ds_wh: tuple[Path, list[str]],
+def test_check_passes_a_matched_environment(ds_wh: tuple[Path, list[str], str],
                                             torch213_wheels: Path, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "env", torch213_wheels, "torch==2.13.0")
     run([uv_bin(), "pip", "install", "-q", "-p", env.python, "--no-deps",
@@ -157,13 +231,13 @@ def test_check_reads_torch_info_of_an_unstamped_deepspeed(mismatched: Path) -> N
     assert data["results"][0]["source"] == "deepspeed torch_info"
 
 
-def test_inspect_shows_the_profile(ds_wh: tuple[Path, list[str]]) -> None:
+def test_inspect_shows_the_profile(ds_wh: tuple[Path, list[str], str]) -> None:
     out = cli("inspect", ds_wh[0] / "pt213cpu" / CPU).stdout
     assert "  profile       deepspeed: ops cpu_adam; torch_info 2.13 cuda 0.0\n" in out
     assert "  cpu           x86_64 -march=x86-64-v3 (" in out
 
 
-def test_stamp_refuses_the_abi_of_another_torch(ds_wh: tuple[Path, list[str]], tmp_path: Path
+def test_stamp_refuses_the_abi_of_another_torch(ds_wh: tuple[Path, list[str], str], tmp_path: Path
                                                 ) -> None:
     wheelhouse = ds_wh[0]
     result = cli("stamp", wheelhouse / "pt213cpu" / CPU, "--abi-from",

@@ -37,6 +37,7 @@ def test_plain_uv_build_with_ds_build_flags_exported(ds_sdist: Path, torch213_wh
     record = read_record(wheel)
     assert record["torch"] == "2.13.0+cpu"
     assert record["profile"]["installed_ops"] == ["cpu_adam"]
+    assert record["profile"]["cpu"]["march"] == "native"  # the default: this builder's CPU
     assert record["profile"]["torch_info"]["version"] == "2.13"
     with tarfile.open(sdist) as tar:  # an sdist compiles nothing
         assert not [n for n in tar.getnames() if n.endswith((".so", ".o"))]
