@@ -9,7 +9,6 @@ torch in `probe/_built.py`) against the ABI the wheel is stamped with.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from abistamp.core.facts import BuildFacts
 from abistamp.core.literals import read_constants
 from abistamp.core.profiles import Installed, installed_file
 from abistamp.core.settings import Settings
+from abistamp.core.stamp import WheelInfo
 
 BUILT = "probe/_built.py"
 
@@ -27,6 +27,7 @@ BUILT = "probe/_built.py"
 class Probe:
     name = "probe"
     build_environ = ("PROBE_",)
+    wheel_files = (BUILT,)
 
     def matches(self, project: Path) -> bool:
         return (project / "probe" / "__init__.py").is_file() and (project / "version.txt").is_file()
@@ -39,31 +40,30 @@ class Probe:
                 ) -> Callable[[], None]:
         return lambda: None
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
+    def verify(self, wheel: WheelInfo, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         found = self.finished_wheel(wheel, abi)
         if found is None:
-            raise AbistampError(f"the probe wheel `{wheel.name}` has no `{BUILT}`",
+            raise AbistampError(f"the probe wheel `{wheel.path.name}` has no `{BUILT}`",
                                 "build it from the probe's source tree")
         return found
 
     def held_back_for_sdist(self, environ: dict[str, str]) -> list[str]:
         return []
 
-    def finished_wheel(self, wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
+    def finished_wheel(self, wheel: WheelInfo, abi: TorchABI) -> dict[str, Any] | None:
         own = self.own_record(wheel)
         if own is None:
             return None
         if own["torch"] != abi.torch_version:
             raise AbistampError(f"the probe recorded torch {own['torch']} in `{BUILT}` of "
-                                f"`{wheel.name}`, not {abi.torch_version}",
+                                f"`{wheel.path.name}`, not {abi.torch_version}",
                                 "build it with the torch it is stamped with")
         return {"name": self.name, **own}
 
-    def own_record(self, wheel: Path) -> dict[str, Any] | None:
-        with zipfile.ZipFile(wheel) as zf:
-            if BUILT not in zf.namelist():
-                return None
-            values = read_constants(zf.read(BUILT).decode("utf-8"), BUILT)
+    def own_record(self, wheel: WheelInfo) -> dict[str, Any] | None:
+        if BUILT not in wheel.files:
+            return None
+        values = read_constants(wheel.files[BUILT].decode("utf-8"), BUILT)
         return {"torch": values.get("TORCH"), "cuda": values.get("CUDA")}
 
     def describe(self, data: dict[str, Any], *, own: bool) -> str:

@@ -203,15 +203,19 @@ def test_deepspeed_inputs_this_machine_cannot_make(tmp_path: Path, monkeypatch) 
     from abistamp.core.errors import AbistampError
     from abistamp.core.profiles.deepspeed import INFO_MODULE, DeepSpeed, wheel_facts
     from abistamp.core.settings import Settings
+    from abistamp.core.stamp import read_wheel
 
     wheel = tmp_path / "deepspeed-0.19.8-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("deepspeed/__init__.py", "")
+        for rel in ("METADATA", "WHEEL", "RECORD"):
+            zf.writestr(f"deepspeed-0.19.8.dist-info/{rel}", "")
+    info = read_wheel(wheel, DeepSpeed.wheel_files)
     with pytest.raises(AbistampError, match=f"the DeepSpeed wheel `{wheel.name}` has no "
                                             f"`{INFO_MODULE}`") as caught:
-        wheel_facts(wheel, TorchABI("2.13.0+cpu"), required=True)
+        wheel_facts(info, TorchABI("2.13.0+cpu"), required=True)
     assert caught.value.fix and "profile = \"none\"" in caught.value.fix
-    assert wheel_facts(wheel, TorchABI("2.13.0+cpu"), required=False) is None
+    assert wheel_facts(info, TorchABI("2.13.0+cpu"), required=False) is None
 
     settings = Settings.load(tmp_path, {"abistamp.portable-cpu": "true"}, environ={})
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")

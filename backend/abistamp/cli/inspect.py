@@ -11,7 +11,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from abistamp.core.profiles import all_profiles, by_name
+from abistamp.core.profiles import all_profiles, by_name, wheel_files
 
 from .common import EXIT_OK
 
@@ -19,7 +19,7 @@ from .common import EXIT_OK
 def describe_wheel(path: Path) -> dict[str, Any]:
     from abistamp.core.stamp import metadata_fields, read_wheel
 
-    info = read_wheel(path)
+    info = read_wheel(path, wheel_files(all_profiles()))
     requires = metadata_fields(info.metadata, "Requires-Dist")
     torch_requires = [r for r in requires if _names_torch(r)]
     data: dict[str, Any] = {
@@ -29,7 +29,7 @@ def describe_wheel(path: Path) -> dict[str, Any]:
     }
     if not info.abi_record or not info.abi_record.get("profile"):
         for profile in all_profiles():
-            own = profile.own_record(path)
+            own = profile.own_record(info)
             if own is not None:
                 data[profile.name] = own
     return data

@@ -188,7 +188,7 @@ def _restamp(repaired: Path, out: Path, record: dict[str, Any] | None,
     info = read_wheel(repaired)
     stamp = restamp(record, version=str(record.get("version") or info.version),
                     build_tag=info.build_tag, repair=facts)
-    return stamp_wheel(repaired, out, stamp)
+    return stamp_wheel(info, out, stamp)
 
 
 def _verify(original: Path, repaired: Path, before: Any) -> None:

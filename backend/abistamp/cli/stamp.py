@@ -16,11 +16,11 @@ from typing import Any
 from abistamp.core.abi import TorchABI
 from abistamp.core.errors import AbistampError
 from abistamp.core.labels import torch_pin
-from abistamp.core.profiles import all_profiles
+from abistamp.core.profiles import all_profiles, wheel_files
 from abistamp.core.record import Stamp, to_abi
 from abistamp.core.settings import Settings
 from abistamp.core.settings_model import ConfigSettings
-from abistamp.core.stamp import make_stamp, read_wheel, stamp_wheel
+from abistamp.core.stamp import WheelInfo, make_stamp, read_wheel, stamp_wheel
 
 from .common import EXIT_OK, parse_config
 
@@ -33,7 +33,8 @@ def abi_from_wheel(wheel: Path) -> TorchABI:
     return to_abi(record)
 
 
-def plan_stamp(wheel: Path, abi: TorchABI, settings: Settings) -> Stamp:
+def plan_stamp(wheel: WheelInfo, abi: TorchABI, settings: Settings) -> Stamp:
+    """The stamp for one wheel, from what read_wheel read of it with what profiles read."""
     # nvcc and the arch list belong to a build; this wheel's build is unknown.
     abi = dataclasses.replace(abi, nvcc=None, cuda_arch_list=None)
     mode = settings.local_version
@@ -53,9 +54,10 @@ def stamp_files(wheels: list[Path], abi: TorchABI, out_dir: Path | None,
                 config: ConfigSettings, project: Path | None) -> list[Path]:
     settings = Settings.load(project, config)
     results = []
+    files = wheel_files(all_profiles())
     for wheel in wheels:
-        stamp = plan_stamp(wheel, abi, settings)
-        results.append(stamp_wheel(wheel, out_dir or wheel.parent, stamp))
+        info = read_wheel(wheel, files)
+        results.append(stamp_wheel(info, out_dir or wheel.parent, plan_stamp(info, abi, settings)))
     return results
 
 

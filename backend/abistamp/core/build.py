@@ -31,7 +31,7 @@ from .profiles import Profile, select_profile
 from .record import RECORD_NAME
 from .settings import Settings, read_project, tool_table
 from .settings_model import CONFIG_PREFIX, ConfigSettings
-from .stamp import label_for, stamp_wheel
+from .stamp import label_for, read_wheel, stamp_wheel
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -250,7 +250,9 @@ class Build:
                     check_cuda_toolchain(facts.abi, facts.toolkit, "CUDAExtension")
                     raise
             abi = facts.abi
-            built = Path(tmp) / name
+            # Read once, with what the profile reads of it: the copy is the only other open.
+            built = read_wheel(Path(tmp) / name,
+                               self.profile.wheel_files if self.profile else ())
             stamp = wheel_stamp(self.settings, self.project, self.pyproject, self.profile, abi,
                                 built, facts, editable=hook == "build_editable",
                                 metadata_directory=metadata_directory)

@@ -16,7 +16,7 @@ from .labels import torch_pin
 from .profiles import Profile
 from .record import Stamp
 from .settings import Settings
-from .stamp import label_for, make_stamp, metadata_fields
+from .stamp import WheelInfo, label_for, make_stamp, metadata_fields
 
 
 def pin(settings: Settings, project: Path, pyproject: Mapping[str, Any], abi: TorchABI
@@ -76,10 +76,11 @@ def local_version_reason(settings: Settings, project: Path, pyproject: Mapping[s
 
 
 def wheel_stamp(settings: Settings, project: Path, pyproject: Mapping[str, Any],
-                profile: Profile | None, abi: TorchABI, built: Path, facts: BuildFacts, *,
-                editable: bool, metadata_directory: str | None) -> Stamp:
+                profile: Profile | None, abi: TorchABI, built: WheelInfo, facts: BuildFacts,
+                *, editable: bool, metadata_directory: str | None) -> Stamp:
     """The stamp for a built wheel: label, local version, pin, and the build's facts;
-    `pyproject` is the project's pyproject.toml, parsed ({} without one)."""
+    `pyproject` is the project's pyproject.toml, parsed ({} without one), and `built` what
+    read_wheel read of the wheel, with the members the profile reads."""
     apply, reason = local_version_reason(settings, project, pyproject, editable,
                                          metadata_directory)
     log(f"torch {abi.torch_version} ({abi.accelerator}), label "

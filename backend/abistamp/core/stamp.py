@@ -22,6 +22,7 @@ import re
 import time
 import zipfile
 import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class WheelInfo:
-    """What stamping needs to know of an existing wheel."""
+    """What stamping needs to know of an existing wheel, read in one open of it (`read_wheel`):
+    a build opens its wheel once for this and once for the copy (`stamp_wheel`)."""
 
     path: Path
     name: str  # as written in the filename: `deepspeed`
@@ -59,14 +61,18 @@ class WheelInfo:
     wheel: bytes
     record: bytes
     abi_record: Record | None
+    members: tuple[zipfile.ZipInfo, ...]  # the central directory, for the copy
+    files: Mapping[str, bytes]  # of the members read_wheel was asked for, those the wheel has
 
 
-def read_wheel(path: Path) -> WheelInfo:
-    """Open a wheel and read its .dist-info. Raises AbistampError on anything malformed."""
+def read_wheel(path: Path, files: Iterable[str] = ()) -> WheelInfo:
+    """Open a wheel and read its .dist-info, and the members named in `files` that it has (what
+    a profile reads: `Profile.wheel_files`). Raises AbistampError on anything malformed."""
     name, version, build, tags = split_wheel_filename(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
+            members = tuple(zf.infolist())
+            names = [m.filename for m in members]
             for n in names:
                 check_member_name(n, path)
             candidates = sorted({n.split("/", 1)[0] for n in names
@@ -89,13 +95,20 @@ def read_wheel(path: Path) -> WheelInfo:
             if f"{dist_info}/{RECORD_NAME}" in names:
                 abi_record = from_json(member(RECORD_NAME),
                                        f"`{path.name}`'s `{dist_info}/{RECORD_NAME}`")
+            present = set(names)
+            found = {f: zf.read(f) for f in files if f in present}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise AbistampError(f"`{path}` does not exist", "check the path") from None
         raise AbistampError(f"`{path.name}` is not a readable wheel: {e}",
                             "the file is corrupt or truncated; build or download it again") from None
     return WheelInfo(path, name, version, build, tags, dist_info, metadata, wheel, record,
-                     abi_record)
+                     abi_record, members, found)
+
+
+def wheel_info(wheel: Path | WheelInfo) -> WheelInfo:
+    """What read_wheel reads of a wheel, unless the caller has read it already."""
+    return wheel if isinstance(wheel, WheelInfo) else read_wheel(wheel)
 
 
 def split_wheel_filename(path: Path) -> tuple[str, str, str | None, str]:
@@ -126,10 +139,14 @@ def wheel_filename(name: str, version: str, build_tag: str | None, tags: str) ->
     return fn
 
 
-def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
+def stamp_wheel(wheel: Path | WheelInfo, out_dir: Path, stamp: Stamp,
                 source_date_epoch: int | None = None) -> Path:
-    """Write the stamped wheel into out_dir (atomically) and return its path."""
-    info = read_wheel(src)
+    """Write the stamped wheel into out_dir (atomically) and return its path.
+
+    Given what read_wheel read of the wheel, the copy is its only other open of it.
+    """
+    info = wheel_info(wheel)
+    src = info.path
     previous = info.abi_record or {}
     base_version = previous.get("original_version", info.version)
     version = stamp.version or base_version
@@ -142,7 +159,7 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
         build_tag=stamp.build_tag, tags=info.tags, requires=stamp.requires)}
     drop_requires = tuple(previous.get("requires", ()))
     metadata = edit_metadata(info.metadata, version, stamp.requires, drop_requires)
-    wheel = edit_wheel_file(info.wheel, stamp.build_tag)
+    wheel_file = edit_wheel_file(info.wheel, stamp.build_tag)
     abi_json = to_json(record, f"the ABI record for `{src.name}`")
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,37 +176,37 @@ def stamp_wheel(src: Path, out_dir: Path, stamp: Stamp,
             return f"{new_data}/{rest}"
         return n
 
-    with zipfile.ZipFile(src) as zf:
-        members = zf.infolist()
-        meta_info = zf.getinfo(f"{info.dist_info}/METADATA")
-        when = _new_entry_time(source_date_epoch, meta_info.date_time)
-        with atomic_output(target) as fd, open(src, "rb") as src_f:
-            out = RawZipWriter(fd)
-            rows: list[list[str]] = []
-            for m in members:
-                if m.filename in replaced or m.is_dir():
-                    continue
-                new_name = rename(m.filename)
-                try:
-                    out.copy_member(src_f.fileno(), m, new_name)
-                except AbistampError as e:  # say which wheel: `stamp` and `repair` take many
-                    raise AbistampError(f"`{src}`: {e.problem}", e.fix) from None
-                row = old_record.get(m.filename)
-                if row is None or len(row) < 3 or not row[1]:
-                    raise AbistampError(f"`{src.name}`: RECORD has no hash for `{m.filename}`",
-                                        "rebuild the wheel with a standard backend")
-                rows.append([new_name, row[1], row[2]])
-            for rel, data in sorted({"METADATA": metadata, "WHEEL": wheel,
-                                     RECORD_NAME: abi_json}.items()):
-                name = f"{new_dist_info}/{rel}"
-                out.add_bytes(name, data, when)
-                rows.append([name, _record_hash(data), str(len(data))])
-            record_name = f"{new_dist_info}/RECORD"
-            rows.append([record_name, "", ""])
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerows(rows)
-            out.add_bytes(record_name, buf.getvalue().encode(), when)
-            out.finish()
+    # Of two entries with one name, a zip reader finds the last (ZipFile.getinfo).
+    meta_info = next(m for m in reversed(info.members)
+                     if m.filename == f"{info.dist_info}/METADATA")
+    when = _new_entry_time(source_date_epoch, meta_info.date_time)
+    with atomic_output(target) as fd, open(src, "rb") as src_f:
+        out = RawZipWriter(fd)
+        rows: list[list[str]] = []
+        for m in info.members:
+            if m.filename in replaced or m.is_dir():
+                continue
+            new_name = rename(m.filename)
+            try:
+                out.copy_member(src_f.fileno(), m, new_name)
+            except AbistampError as e:  # say which wheel: `stamp` and `repair` take many
+                raise AbistampError(f"`{src}`: {e.problem}", e.fix) from None
+            row = old_record.get(m.filename)
+            if row is None or len(row) < 3 or not row[1]:
+                raise AbistampError(f"`{src.name}`: RECORD has no hash for `{m.filename}`",
+                                    "rebuild the wheel with a standard backend")
+            rows.append([new_name, row[1], row[2]])
+        for rel, data in sorted({"METADATA": metadata, "WHEEL": wheel_file,
+                                 RECORD_NAME: abi_json}.items()):
+            name = f"{new_dist_info}/{rel}"
+            out.add_bytes(name, data, when)
+            rows.append([name, _record_hash(data), str(len(data))])
+        record_name = f"{new_dist_info}/RECORD"
+        rows.append([record_name, "", ""])
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        out.add_bytes(record_name, buf.getvalue().encode(), when)
+        out.finish()
     return target
 
 
@@ -197,17 +214,19 @@ def label_for(settings: Settings, abi: TorchABI) -> str:
     return render_label(settings.label, abi, settings.origin("label"))
 
 
-def make_stamp(settings: Settings, abi: TorchABI, wheel: Path, *, apply_label: bool,
-               reason: str, pin: str | None, build_facts: dict[str, Any]) -> Stamp:
+def make_stamp(settings: Settings, abi: TorchABI, wheel: Path | WheelInfo, *,
+               apply_label: bool, reason: str, pin: str | None,
+               build_facts: dict[str, Any]) -> Stamp:
     """What to stamp into one wheel, for the backend and for `abistamp stamp` alike.
 
     The callers decide the two things that depend on how the wheel came about (whether the
     local label may go into the version, and whether a pin may be added); everything else
     (label, build tag, record fields) is decided here, so the two paths can't drift apart.
-    build_facts holds what only a build knows (ninja, CUDA, ...).
+    build_facts holds what only a build knows (ninja, CUDA, ...). `wheel` is the wheel's path,
+    or what read_wheel read of it.
     """
     label = label_for(settings, abi)
-    info = read_wheel(wheel)
+    info = wheel_info(wheel)
     base = (info.abi_record or {}).get("original_version", info.version)
     record = build_fields(abi, label=label, apply_label=apply_label, reason=reason, pin=pin,
                           facts=build_facts)

@@ -5,7 +5,8 @@ A profile is one module of this package that defines `PROFILE`, an object with t
 one new file here (tests/probe_profile.py shows one). The backend calls the build methods
 (`matches`, `environ`, `prepare`, `verify`); the command line calls the others, for wheels and
 installs it did not build (`abistamp stamp`, `inspect`, `check`, the `build` cache key), and
-never names a project itself.
+never names a project itself. A profile never opens a wheel: it names the members it reads
+(`wheel_files`), and gets them with the rest of what `stamp.read_wheel` reads in its one open.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ..abi import TorchABI
     from ..facts import BuildFacts
     from ..settings import Settings
+    from ..stamp import WheelInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,10 @@ class Profile(Protocol):
     #: Prefixes of environment variables that change what this project's build makes: they
     #: are recorded, and part of `abistamp build`'s key of a variant.
     build_environ: tuple[str, ...]
+    #: Members of a wheel that `verify`, `finished_wheel` and `own_record` read: the callers
+    #: read them with the wheel's .dist-info (`read_wheel(path, wheel_files)`), into
+    #: `WheelInfo.files`, those the wheel has.
+    wheel_files: tuple[str, ...]
 
     # --- inside the build (the backend) ---------------------------------------------------
 
@@ -58,7 +64,7 @@ class Profile(Protocol):
                 ) -> Callable[[], None]:
         """Work inside the build process just before the wrapped backend runs; returns undo."""
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
+    def verify(self, wheel: WheelInfo, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         """Check the built wheel against the ABI; return what goes into the ABI record."""
 
     def held_back_for_sdist(self, environ: dict[str, str]) -> list[str]:
@@ -67,11 +73,11 @@ class Profile(Protocol):
 
     # --- outside any build (the command line) ---------------------------------------------
 
-    def finished_wheel(self, wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
+    def finished_wheel(self, wheel: WheelInfo, abi: TorchABI) -> dict[str, Any] | None:
         """`abistamp stamp`: the record's profile object for a wheel built without abistamp,
         checked against `abi` as `verify` would; None when the wheel is not this project's."""
 
-    def own_record(self, wheel: Path) -> dict[str, Any] | None:
+    def own_record(self, wheel: WheelInfo) -> dict[str, Any] | None:
         """`abistamp inspect` of a wheel whose ABI record has no profile object: what the
         project recorded of its build itself (JSON-ready), or None."""
 
@@ -92,6 +98,11 @@ def all_profiles() -> list[Profile]:
         if profile is not None:
             found.append(profile)
     return found
+
+
+def wheel_files(profiles: list[Profile]) -> tuple[str, ...]:
+    """The wheel members these profiles read, for `read_wheel` to read."""
+    return tuple(f for p in profiles for f in p.wheel_files)
 
 
 def select_profile(setting: str, project: Path) -> Profile | None:

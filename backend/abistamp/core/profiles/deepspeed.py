@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import platform
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
     from ..abi import TorchABI
     from ..facts import BuildFacts
     from ..settings import Settings
+    from ..stamp import WheelInfo
 
 INFO_MODULE = "deepspeed/git_version_info_installed.py"
 # Ops compiled for the host CPU (`-march=native` and AVX detection in op_builder/builder.py).
@@ -38,6 +38,7 @@ CPU_OPS = frozenset({"cpu_adam", "cpu_adagrad", "cpu_lion", "deepspeed_shm_comm"
 class DeepSpeed:
     name = "deepspeed"
     build_environ = ("DS_BUILD_", "DS_ACCELERATOR", "DS_ENABLE_NINJA")
+    wheel_files = (INFO_MODULE,)
 
     def matches(self, project: Path) -> bool:
         return ((project / "setup.py").is_file() and (project / "op_builder").is_dir()
@@ -91,7 +92,7 @@ class DeepSpeed:
         belong. `DS_BUILD_STRING` stays: it names the sdist's version."""
         return sorted(k for k in environ if k.startswith("DS_BUILD_") and k != "DS_BUILD_STRING")
 
-    def verify(self, wheel: Path, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
+    def verify(self, wheel: WheelInfo, abi: TorchABI, facts: BuildFacts) -> dict[str, Any]:
         found = wheel_facts(wheel, abi, required=True)
         assert found is not None
         cpu_ops = [op for op in found["installed_ops"] if op in CPU_OPS]
@@ -105,7 +106,7 @@ class DeepSpeed:
 
     # --- outside any build ----------------------------------------------------------------
 
-    def finished_wheel(self, wheel: Path, abi: TorchABI) -> dict[str, Any] | None:
+    def finished_wheel(self, wheel: WheelInfo, abi: TorchABI) -> dict[str, Any] | None:
         found = wheel_facts(wheel, abi, required=False)
         if found is None:
             return None
@@ -118,11 +119,10 @@ class DeepSpeed:
             "environ": {},
         }
 
-    def own_record(self, wheel: Path) -> dict[str, Any] | None:
-        with zipfile.ZipFile(wheel) as zf:
-            if INFO_MODULE not in zf.namelist():
-                return None
-            info = read_info(zf.read(INFO_MODULE).decode("utf-8"))
+    def own_record(self, wheel: WheelInfo) -> dict[str, Any] | None:
+        if INFO_MODULE not in wheel.files:
+            return None
+        info = read_info(wheel.files[INFO_MODULE].decode("utf-8"))
         return {"torch_info": info.get("torch_info"),
                 "installed_ops": sorted(k for k, v in (info.get("installed_ops") or {}).items()
                                         if v)}
@@ -156,27 +156,24 @@ class DeepSpeed:
 PROFILE = DeepSpeed()
 
 
-def wheel_facts(wheel: Path, abi: TorchABI, *, required: bool) -> dict[str, Any] | None:
+def wheel_facts(wheel: WheelInfo, abi: TorchABI, *, required: bool) -> dict[str, Any] | None:
     """What a DeepSpeed wheel recorded of its build, checked against the ABI.
 
     Raises when its torch_info names another torch; None (or an error, when required) when the
     wheel has no `git_version_info_installed.py`.
     """
-    with zipfile.ZipFile(wheel) as zf:
-        try:
-            source = zf.read(INFO_MODULE).decode("utf-8")
-        except KeyError:
-            if not required:
-                return None
-            raise AbistampError(
-                f"the DeepSpeed wheel `{wheel.name}` has no `{INFO_MODULE}`",
-                "build from a DeepSpeed source tree or sdist, or set `profile = \"none\"`",
-            ) from None
-    info = read_info(source)
+    if INFO_MODULE not in wheel.files:
+        if not required:
+            return None
+        raise AbistampError(
+            f"the DeepSpeed wheel `{wheel.path.name}` has no `{INFO_MODULE}`",
+            "build from a DeepSpeed source tree or sdist, or set `profile = \"none\"`",
+        )
+    info = read_info(wheel.files[INFO_MODULE].decode("utf-8"))
     problems = torch_info_problems(info.get("torch_info") or {}, abi)
     if problems:
         raise AbistampError(
-            f"DeepSpeed recorded a different torch than the ABI stamped on `{wheel.name}` "
+            f"DeepSpeed recorded a different torch than the ABI stamped on `{wheel.path.name}` "
             f"({'; '.join(problems)}) in `{INFO_MODULE}`",
             "build (or stamp) it with the torch it was compiled against; when building, make "
             "sure setup.py imports the same torch as the build environment",
