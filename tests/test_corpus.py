@@ -16,11 +16,14 @@ torch-cluster alone is over ten minutes of compiling, so it must be able to use 
 the other worker's builds leave them free. The wheelhouses are kept in the test cache, keyed by abistamp's
 backend code, so a second run of the suite builds nothing.
 
-The builds pass `--env CFLAGS=-g0`, as a user's CI job can: Python's own CFLAGS carry `-g`, and
-both projects link with `-s`, so the debug information is made only to be stripped. Measured on
-one torch-cluster source: 66 s of compiler time with it, 42 s without. The test checks that the
-shipped libraries are stripped (what the flag does not change) and that the flag is in the
-manifest, as every `--env` is.
+The builds are given Python's own compiler flags with `-g0` after them (`--env CXXFLAGS=...`, and
+CFLAGS alike), as a user's CI job can: Python's flags carry `-g`, and both projects link with
+`-s`, so the debug information is made only to be stripped. Measured on one torch-cluster
+source: 66 s of compiler time with it, 42 s without. setuptools (80 and later) takes CXXFLAGS
+*instead of* Python's flags for C++ sources, so the value repeats them (`-DNDEBUG` among them)
+and CFLAGS alone would change nothing: a first try with `CFLAGS=-g0` compiled with `-g` all the
+same. The test checks that every compile had `-g0` last, that the shipped libraries are stripped
+(what the flag does not change), and that the flags are in the manifest, as every `--env` is.
 """
 
 from __future__ import annotations
@@ -55,8 +58,12 @@ CORPUS = {
 }
 
 
-# Python's CFLAGS ask for debug information; both projects strip it at link time (`-s`).
-NO_DEBUG_INFO = "CFLAGS=-g0"
+def no_debug_info(env: Env) -> dict[str, str]:
+    """Python's compiler flags with `-g0` last: the debug information they ask for (`-g`) is
+    stripped at link time by both projects (`-s`)."""
+    flags = env.py("import sysconfig; print(sysconfig.get_config_var('CFLAGS'))").stdout.strip()
+    assert " -g " in f" {flags} ", flags  # what this undoes
+    return {"CFLAGS": f"{flags} -g0", "CXXFLAGS": f"{flags} -g0"}
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +73,13 @@ def corpus(env213: Env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     with cache_lock("corpus"):
         todo = [spec for spec in CORPUS if not (root / spec / ".done").is_file()]
         work = tmp_path_factory.mktemp("corpus-work")
+        flags = [arg for name, value in no_debug_info(env213).items()
+                 for arg in ("--env", f"{name}={value}")]
         procs = {}
         for spec in todo:
             cmd = [*ABISTAMP, "build", spec, "--python", str(env213.python), "-o",
                    str(root / spec / "wh"), "--work-dir", str(work / spec), "--cache-dir",
-                   str(CACHE / "sdists"), "--env", NO_DEBUG_INFO]
+                   str(CACHE / "sdists"), *flags]
             procs[spec] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                            text=True, env=clean_env(MAX_JOBS="2"))
         for spec, proc in procs.items():
@@ -79,6 +88,11 @@ def corpus(env213: Env, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
                 need(False, f"could not fetch {spec}: {err[-300:]}")
             assert proc.returncode == 0, (spec, out[-3000:], err[-3000:])
             assert summary_rows(out)[f"--python {env213.python}"][0] == "built"
+            # The flags reached the compiler: every compile ends its own flags with -g0.
+            compiles = [ln for log in (work / spec / "logs").glob("*.log")
+                        for ln in log.read_text().splitlines()
+                        if ln.startswith(("g++ ", "gcc ", "c++ ")) and " -c " in ln]
+            assert compiles and all(" -g0 " in ln for ln in compiles), compiles[:1]
             (root / spec / "build.log").write_text(err)
             (root / spec / ".done").write_text("")
     return {spec: root / spec / "wh" for spec in CORPUS}
@@ -103,8 +117,8 @@ def test_release_built_stamped_installed_and_run(spec: str, corpus: dict[str, Pa
         "2.13.0+cpu", "cpu", "torch==2.13.0+cpu")
     assert record["compiled_cuda"] is False
     # The shipped libraries are stripped by the projects' own link flags, with or without the
-    # `CFLAGS=-g0` the build was given (recorded with the variant, as every `--env` is).
-    assert entry["environment"]["CFLAGS"] == NO_DEBUG_INFO.split("=", 1)[1]
+    # `-g0` the build was given (recorded with the variant, as every `--env` is).
+    assert entry["environment"]["CXXFLAGS"].endswith(" -g0")
     with zipfile.ZipFile(wheel) as zf:
         libraries = [zf.read(n) for n in zf.namelist() if n.endswith(".so")]
     assert libraries and not [lib for lib in libraries if b".debug_info" in lib]
