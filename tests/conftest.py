@@ -76,7 +76,7 @@ def missing_markers(item: pytest.Item) -> list[str]:
 # many tests first, which left the corpus, two tests, to start last and run alone). Starting the
 # long ones first lets the short ones fill in beside them, so both workers end together.
 LONGEST_FIRST = ("test_corpus.py", "test_cli_deepspeed.py", "test_deepspeed_flags.py",
-                 "test_cuda_builds.py", "test_deepspeed.py", "test_matrix.py",
+                 "test_deepspeed.py", "test_cuda_builds.py", "test_matrix.py",
                  "test_ci_matrix.py", "test_tiny_ext.py")
 
 

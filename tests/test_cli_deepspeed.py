@@ -5,8 +5,11 @@ third-party setup.py project with no pyproject.toml, fetched through the simple 
 - torch 2.13.0+cpu: the CPU Adam op, with `DS_BUILD_CPU_ADAM=1` exported in the calling shell as
   a CI job does, for x86-64-v3 (`portable-cpu`);
 - torch 2.14.1+cu130 on this GPU-less builder: fused Adam (`--env DS_BUILD_FUSED_ADAM=1`), no
-  arch list given, so for every arch of the target torch, by the machine's nvcc; what lands in
-  the library is read back with `cuobjdump` (test_cuda_builds.py has the helpers).
+  arch list given, so for every arch of the target torch, by nvcc from NVIDIA's toolkit wheels
+  (`-C abistamp.cuda-toolkit=wheels`, the folder abistamp keeps per CUDA version) with the
+  machine's toolkit hidden in a mount namespace, so that nothing of it can be used: issue 16's
+  "done when" command, in one build. What lands in the library is read back with `cuobjdump`
+  (test_cuda_builds.py has the helpers; the machine's nvcc is tiny-ext's, test_tiny_ext.py).
 
 Then a uv project switches between the two wheels of the wheelhouse, `check` on matched,
 mismatched and unstamped installs, `inspect`, and `stamp` refusing a wrong ABI.
@@ -34,7 +37,17 @@ from .cli_support import (
     traced_cli,
 )
 from .conftest import CACHE, Env, clean_env, read_record, run, simple_index, uv_bin
-from .test_cuda_builds import ANSI, build_env, cuobjdump, gpu_code, member, torch_archs
+from .test_cuda_builds import (
+    ANSI,
+    TOOLKIT_REQ,
+    XDG_CACHE,
+    build_env,
+    cuobjdump,
+    gpu_code,
+    hidden_toolkit,
+    member,
+    torch_archs,
+)
 from .test_deepspeed import TORCH_URLS, example_project, project_env, switch_extras
 
 pytestmark = [pytest.mark.slow, pytest.mark.cuda]
@@ -55,17 +68,19 @@ def ds_wh(tmp_path_factory: pytest.TempPathFactory, torch213_wheels: Path,
     wheelhouse = base / "wh"
     sdists = ["--cache-dir", str(CACHE / "sdists")]
     # `portable-cpu`: the CPU op is compiled for x86-64-v3, not this builder's CPU
-    # (test_deepspeed.py builds with the default, -march=native).
+    # (test_deepspeed_flags.py builds with the default, -march=native).
     cpu = [*ABISTAMP, "build", DS, "--torch", "torch==2.13.0", "-f", str(torch213_wheels),
            "-C", "abistamp.portable-cpu=true",
            "-o", str(wheelhouse), "--work-dir", str(base / "w"), *sdists]
-    cuda = [*ABISTAMP, "build", DS, "--torch", "torch==2.14.1", "-f", str(torch214_wheels),
-            "--env", "DS_BUILD_FUSED_ADAM=1",
-            "-o", str(wheelhouse), "--work-dir", str(base / "w"), *sdists]
+    cuda = hidden_toolkit([*ABISTAMP, "build", DS, "--torch", "torch==2.14.1", "-f",
+                           str(torch214_wheels), "--env", "DS_BUILD_FUSED_ADAM=1",
+                           "-C", "abistamp.cuda-toolkit=wheels", "-o", str(wheelhouse),
+                           "--work-dir", str(base / "w"), *sdists], base / "empty")
     # The CPU variant's switch is exported in the calling shell, not passed with --env.
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for cmd, env in ((cpu, CPU_SHELL), (cuda, build_env()))]
-    outs = [p.communicate(timeout=1500) for p in procs]
+    procs = [subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+             for cmd, env in ((cpu, CPU_SHELL), (cuda, build_env()))]
+    outs = [p.communicate(timeout=2400) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         if proc.returncode != 0 and ("no sdist of" in err or "could not download" in err):
             from .conftest import need
@@ -106,17 +121,24 @@ def test_two_stamped_deepspeed_wheels(ds_wh: tuple[Path, list[str], str]) -> Non
         entries["pt213cpu"]["source"]["digest"].removeprefix("sha256:")
 
 
-def test_fused_adam_for_every_arch_of_the_target_torch(
+def test_fused_adam_for_every_arch_by_the_toolkit_wheels_alone(
         ds_wh: tuple[Path, list[str], str], env214: Env, cuobjdump: Path, tmp_path: Path) -> None:
-    """No arch list given: the target torch's own, each arch a cubin, PTX for the newest. The
-    output went through pipes, as in CI: progress came as plain lines, no terminal codes."""
+    """No arch list given: the target torch's own, each arch a cubin, PTX for the newest, by the
+    nvcc of the kept toolkit folder (the machine's was hidden). The output went through pipes,
+    as in CI: progress came as plain lines, no terminal codes."""
     wheelhouse, _, stderr = ds_wh
     expected = torch_archs(env214)  # the same torch 2.14.1 wheel the variant was built with
     wheel = wheelhouse / "pt214cu130" / CUDA
     record = read_record(wheel)
     assert record["cuda_arch_list"] == ";".join(expected[:-1] + [expected[-1] + "+PTX"])
     assert record["cuda_arch_source"] == "torch"
-    assert record["cuda_toolkit"]["source"] == "system"
+    assert record["cuda_toolkit"]["source"] == "abistamp-cache"
+    assert record["cuda_toolkit"]["requirement"] == TOOLKIT_REQ
+    assert record["cuda_toolkit"]["version"].startswith("13.0.")
+    kept = XDG_CACHE / "abistamp" / "cuda-toolkit" / "13.0"
+    assert json.loads((kept / "abistamp-toolkit.json").read_text())["requirement"] == TOOLKIT_REQ
+    logs = [log.read_text() for log in (wheelhouse.parent / "w" / "logs").glob("*.log")]
+    assert any(f"{kept}/nvidia/cu13/bin/nvcc" in log for log in logs)
     assert "nvidia/cu13/include" in record["cuda_headers"]
     assert record["compiled_cuda"] is True
     assert record["profile"]["installed_ops"] == ["fused_adam"]
