@@ -3,7 +3,7 @@ visible GPU (`cuda-archs = native`), loads without a JIT compile and one FusedAd
 `torch.optim.AdamW`.
 
 Without a GPU this module is a visible skip (`pytest -ra` lists it), not a CI failure: CI has no
-GPU, and the builds themselves are tested without one in test_cuda_builds.py.
+GPU, and the builds themselves are tested without one in test_cli_deepspeed.py.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def gpu() -> str:
     name = gpu_name()
     if name is None:
         pytest.skip("no NVIDIA GPU here (`nvidia-smi -L` lists none): the prebuilt fused Adam "
-                    "op was not run; its build is tested in test_cuda_builds.py")
+                    "op was not run; its build is tested in test_cli_deepspeed.py")
     return name
 
 
